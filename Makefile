@@ -1,0 +1,30 @@
+# sa-engine: `make demo` sets up and runs the main job; `make test` sets up and runs every test.
+# Both bootstrap their own virtual environment in .venv (re-made when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SHARED_IMAGES ?= ../shared/data/images
+DEMO_OUT ?= out/demo
+
+.PHONY: setup demo test clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch and torchvision first, pinned: pip takes these two from the machine's local wheels.
+	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m sam_core.demo --image $(SHARED_IMAGES)/dog.jpg --out $(DEMO_OUT)/dog_overlay.png
+
+# pytest exits 5 when it collects no test; make then fails, as it should.
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,17 @@
+"""SAM core: the Segment Anything Model, its checkpoints and the prompted predictor."""
+
+from sam_core.checkpoints import OFFICIAL_CHECKPOINTS, CheckpointError, load_sam
+from sam_core.config import SamConfig
+from sam_core.predictor import Prediction, SamPredictor
+from sam_core.sam import Sam, build_sam
+
+__all__ = [
+    "OFFICIAL_CHECKPOINTS",
+    "CheckpointError",
+    "Prediction",
+    "Sam",
+    "SamConfig",
+    "SamPredictor",
+    "build_sam",
+    "load_sam",
+]

@@ -1,0 +1,190 @@
+"""SAM checkpoints: the official registry, fetching into a verified cache, and strict loading.
+
+Checkpoints are untrusted files. They are read with `torch.load(weights_only=True)`, their
+sha256 is checked when it is known (the official file names carry its first six hex digits),
+and their keys and shapes must match the architecture exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sam_core.config import SamConfig
+from sam_core.sam import Sam
+
+_CHUNK = 8 << 20
+_LISTED = 10  # keys named in an error message before "... and N more"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, wrong checksum, or the wrong architecture."""
+
+
+@dataclass(frozen=True)
+class OfficialCheckpoint:
+    model_type: str
+    file_name: str
+    url: str
+
+    @property
+    def sha256_prefix(self) -> str:
+        """The hex digits after the last underscore of the file name: the start of the file's sha256."""
+        return _name_sha256_prefix(self.file_name) or ""
+
+
+_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything"
+OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
+    spec.model_type: spec
+    for spec in (
+        OfficialCheckpoint("vit_h", "sam_vit_h_4b8939.pth", f"{_BASE_URL}/sam_vit_h_4b8939.pth"),
+        OfficialCheckpoint("vit_l", "sam_vit_l_0b3195.pth", f"{_BASE_URL}/sam_vit_l_0b3195.pth"),
+        OfficialCheckpoint("vit_b", "sam_vit_b_01ec64.pth", f"{_BASE_URL}/sam_vit_b_01ec64.pth"),
+    )
+}
+
+
+def default_cache_dir() -> Path:
+    """$SA_ENGINE_CACHE/checkpoints, else ~/.cache/sa-engine/checkpoints."""
+    root = os.environ.get("SA_ENGINE_CACHE") or Path.home() / ".cache" / "sa-engine"
+    return Path(root) / "checkpoints"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_checkpoint(
+    source: str | Path, cache_dir: str | Path | None = None, expected_sha256: str | None = None
+) -> Path:
+    """A verified local copy of a checkpoint.
+
+    source: an official model type (`vit_h`, `vit_l`, `vit_b`: its official URL), a local
+    path, or any fsspec URL (s3://, gs://, https://, ...). Remote files are copied into
+    `cache_dir` (default `default_cache_dir()`) through a temporary file that is renamed into
+    place only once its checksum is right, so a broken download never looks finished.
+    expected_sha256: a full digest or a prefix; by default the prefix carried by an
+    official-style file name (`..._4b8939.pth`), else nothing is checked.
+    """
+    source = str(source)
+    if source in OFFICIAL_CHECKPOINTS:
+        spec = OFFICIAL_CHECKPOINTS[source]
+        source, expected_sha256 = spec.url, expected_sha256 or spec.sha256_prefix
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    expected = (expected_sha256 or _name_sha256_prefix(name) or "").lower()
+
+    if "://" not in source or source.startswith("file://"):
+        path = Path(source.removeprefix("file://"))
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+        _check_digest(path, file_sha256(path), expected)
+        return path
+
+    target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    cached = target / name
+    if cached.is_file() and (not expected or file_sha256(cached).startswith(expected)):
+        return cached
+    return _download(source, cached, expected)
+
+
+def _download(url: str, destination: Path, expected: str) -> Path:
+    import fsspec  # only remote checkpoints need it; sam_core otherwise does no storage I/O
+
+    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        fs, remote_path = fsspec.core.url_to_fs(url)
+        fs.get_file(remote_path, tmp_name)
+        _check_digest(Path(url), file_sha256(tmp_name), expected)
+        os.replace(tmp_name, destination)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return destination
+
+
+def _check_digest(path: Path, actual: str, expected: str) -> None:
+    if expected and not actual.startswith(expected):
+        raise CheckpointError(f"checkpoint {path}: sha256 {actual} does not match the expected {expected}")
+
+
+def _name_sha256_prefix(file_name: str) -> str | None:
+    match = re.search(r"_([0-9a-f]{6,64})\.(pth|pt)$", file_name)
+    return match.group(1) if match else None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, read with weights_only=True onto the CPU.
+
+    Accepts a bare state dict (the official format) or a dict holding one under "model".
+    """
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a bad file: report them all the same way
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read as a PyTorch state dict (truncated or not a checkpoint?): {error}"
+        ) from error
+    if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
+        loaded = loaded["model"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
+    return loaded
+
+
+def check_state_dict_fits(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError naming the missing, unexpected and mis-shaped keys, if any."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if state_dict[k].shape != expected[k].shape
+    )
+    problems = [
+        _listing(title, items)
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+        if items
+    ]
+    if problems:
+        name = getattr(getattr(model, "config", None), "name", type(model).__name__)
+        raise CheckpointError(f"checkpoint {source} does not fit the {name} architecture: " + "; ".join(problems))
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = ", ".join(items[:_LISTED])
+    more = f" ... and {len(items) - _LISTED} more" if len(items) > _LISTED else ""
+    return f"{title} ({len(items)}): {shown}{more}"
+
+
+def load_sam(
+    config: SamConfig | str,
+    checkpoint: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    expected_sha256: str | None = None,
+) -> Sam:
+    """A SAM of `config` (a SamConfig or `vit_h`/`vit_l`/`vit_b`) with weights from `checkpoint`.
+
+    checkpoint: a local path, an fsspec URL, or an official model type to fetch its official
+    file; None leaves the weights randomly initialised. The model is returned in eval mode on the CPU.
+    """
+    if isinstance(config, str):
+        config = SamConfig.preset(config)
+    model = Sam(config)
+    if checkpoint is not None:
+        path = fetch_checkpoint(checkpoint, cache_dir, expected_sha256)
+        state_dict = read_state_dict(path)
+        check_state_dict_fits(model, state_dict, str(path))
+        model.load_state_dict(state_dict, strict=True)
+    return model.eval()

@@ -1,0 +1,89 @@
+"""The full Segment Anything Model: encoder, prompt encoder, decoder, and its image pre/post-processing."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam_core.config import SamConfig
+from sam_core.image_encoder import ImageEncoder
+from sam_core.mask_decoder import MaskDecoder
+from sam_core.prompt_encoder import PromptEncoder
+
+
+class Sam(nn.Module):
+    """SAM with the official state-dict layout (`image_encoder.*`, `prompt_encoder.*`, `mask_decoder.*`).
+
+    Images enter as Bx3xHxW float RGB in 0..255, already resized so that the longest side
+    equals `config.image_size` (see `sam_core.transforms`); `preprocess` normalises and pads
+    them, `postprocess_masks` maps low-resolution logits back to an original image size.
+    """
+
+    mask_threshold: float = 0.0
+
+    def __init__(self, config: SamConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.image_encoder = ImageEncoder(config)
+        self.prompt_encoder = PromptEncoder(config)
+        self.mask_decoder = MaskDecoder(config)
+        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Bx3xhxw RGB 0..255 (longest side <= image_size) to normalised Bx3xSxS, zero-padded right/bottom."""
+        size = self.config.image_size
+        h, w = images.shape[-2:]
+        if h > size or w > size:
+            raise ValueError(f"image of {h}x{w} is larger than the model input {size}x{size}; resize it first")
+        x = (images - self.pixel_mean) / self.pixel_std
+        return F.pad(x, (0, size - w, 0, size - h))
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Bx3xhxw RGB 0..255 resized images to BxPxGxG image embeddings."""
+        return self.image_encoder(self.preprocess(images))
+
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode B prompts against 1 or B image embeddings (1xPxGxG or BxPxGxG).
+
+        point_coords: BxNx2 (x, y) and point_labels BxN, boxes Bx4 XYXY, all in the resized
+        input frame; mask_input: Bx1x4Gx4G logits. Returns low-res logits BxMx4Gx4G and
+        IoU predictions BxM (M = 3 with multimask output, else 1).
+        """
+        points = None if point_coords is None else (point_coords, point_labels)
+        sparse, dense = self.prompt_encoder(points, boxes, mask_input)
+        return self.mask_decoder(
+            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
+        )
+
+    def postprocess_masks(
+        self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """BxMx4Gx4G logits to BxMxHxW logits at the original image size (H, W).
+
+        input_size is the (h, w) of the resized image before padding.
+        """
+        size = self.config.image_size
+        masks = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
+        masks = masks[..., : input_size[0], : input_size[1]]
+        return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
+
+
+def build_sam(config: SamConfig | str) -> Sam:
+    """A randomly initialised SAM of a published type (`vit_h`, `vit_l`, `vit_b`) or a custom config."""
+    if isinstance(config, str):
+        config = SamConfig.preset(config)
+    return Sam(config)

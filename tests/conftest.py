@@ -1,0 +1,27 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_IMAGES = REPO.parent / "shared" / "data" / "images"
+
+
+@pytest.fixture(scope="session")
+def shared_image_paths() -> list[Path]:
+    """The real photos in ../shared/data/images (a missing folder fails the test, it never skips it)."""
+    paths = sorted(SHARED_IMAGES.glob("*.jpg"))
+    assert paths, f"no photos found in {SHARED_IMAGES}: the suite expects ../shared beside the checkout"
+    return paths
+
+
+@pytest.fixture(scope="session")
+def dog_photo(shared_image_paths: list[Path]) -> np.ndarray:
+    """HxWx3 uint8 RGB: ../shared/data/images/dog.jpg."""
+    path = next(p for p in shared_image_paths if p.name == "dog.jpg")
+    return np.asarray(Image.open(path).convert("RGB"))

@@ -1,0 +1,78 @@
+"""The public segment_anything package built to the same configuration as ours, for parity tests."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
+from segment_anything.modeling import Sam as OfficialSam
+
+from sam_core import Sam, SamConfig
+
+
+def build_official(config: SamConfig) -> OfficialSam:
+    """segment_anything's Sam with the architecture `config` describes."""
+    grid = config.embedding_grid
+    return OfficialSam(
+        image_encoder=ImageEncoderViT(
+            depth=config.encoder_depth,
+            embed_dim=config.encoder_embed_dim,
+            img_size=config.image_size,
+            mlp_ratio=config.encoder_mlp_ratio,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=config.encoder_num_heads,
+            patch_size=config.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+            window_size=config.encoder_window_size,
+            out_chans=config.prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.image_size, config.image_size),
+            mask_in_chans=config.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=config.num_multimask_outputs,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=config.prompt_embed_dim,
+                mlp_dim=config.decoder_mlp_dim,
+                num_heads=config.decoder_num_heads,
+            ),
+            transformer_dim=config.prompt_embed_dim,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        pixel_mean=list(config.pixel_mean),
+        pixel_std=list(config.pixel_std),
+    ).eval()
+
+
+def randomize(model: torch.nn.Module, seed: int, scale: float = 0.1) -> None:
+    """Overwrite every parameter and buffer with seeded noise, so that no term is zero or one by init.
+
+    Zero-initialised tables (relative and absolute positions) would otherwise leave code paths
+    untested. Layer-norm weights are kept near 1 so activations stay in a sane range.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            noise = torch.randn(tensor.shape, generator=generator) * scale
+            if "norm" in name and name.endswith("weight") or name.endswith("neck.1.weight") or name.endswith("neck.3.weight"):
+                noise += 1.0
+            if "positional_encoding_gaussian_matrix" in name:
+                noise = noise / scale
+            tensor.copy_(noise)
+
+
+def paired_models(config: SamConfig, seed: int = 0) -> tuple[Sam, OfficialSam]:
+    """Our model and the official one holding the same random weights."""
+    ours = Sam(config).eval()
+    randomize(ours, seed)
+    official = build_official(config)
+    official.load_state_dict(ours.state_dict(), strict=True)
+    return ours, official

@@ -1,0 +1,166 @@
+"""Checkpoint registry, verified fetching into the cache, and strict, safe loading."""
+
+import functools
+import hashlib
+import http.server
+import pickle
+import threading
+
+import fsspec
+import pytest
+import torch
+
+from sam_core import OFFICIAL_CHECKPOINTS, CheckpointError, load_sam
+from sam_core.checkpoints import fetch_checkpoint, file_sha256
+from tests.sam_core.configs import TINY
+from tests.sam_core.reference import randomize
+
+
+def test_registry_names_the_three_official_files():
+    assert {k: (v.file_name, v.sha256_prefix) for k, v in OFFICIAL_CHECKPOINTS.items()} == {
+        "vit_h": ("sam_vit_h_4b8939.pth", "4b8939"),
+        "vit_l": ("sam_vit_l_0b3195.pth", "0b3195"),
+        "vit_b": ("sam_vit_b_01ec64.pth", "01ec64"),
+    }
+    for spec in OFFICIAL_CHECKPOINTS.values():
+        assert spec.url == f"https://dl.fbaipublicfiles.com/segment_anything/{spec.file_name}"
+
+
+@pytest.fixture(scope="module")
+def tiny_weights():
+    model = load_sam(TINY)
+    randomize(model, seed=11)
+    return model.state_dict()
+
+
+@pytest.fixture()
+def checkpoint(tmp_path, tiny_weights):
+    path = tmp_path / "tiny.pth"
+    torch.save(tiny_weights, path)
+    return path
+
+
+def _same_weights(model, state_dict):
+    return all(torch.equal(model.state_dict()[k], v) for k, v in state_dict.items())
+
+
+def test_local_checkpoint_round_trip(checkpoint, tiny_weights):
+    model = load_sam(TINY, checkpoint)
+    assert not model.training
+    assert _same_weights(model, tiny_weights)
+
+
+def test_checksum_in_an_official_style_name_is_checked(tmp_path, checkpoint, tiny_weights):
+    digest = file_sha256(checkpoint)
+    good = tmp_path / f"sam_tiny_{digest[:6]}.pth"
+    good.write_bytes(checkpoint.read_bytes())
+    assert _same_weights(load_sam(TINY, good), tiny_weights)
+
+    wrong_prefix = "000000" if not digest.startswith("000000") else "111111"
+    bad = tmp_path / f"sam_tiny_{wrong_prefix}.pth"
+    bad.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(CheckpointError, match=rf"{bad}.*sha256 {digest} does not match the expected {wrong_prefix}"):
+        load_sam(TINY, bad)
+    with pytest.raises(CheckpointError, match="does not match the expected"):
+        load_sam(TINY, checkpoint, expected_sha256="f" * 64)
+
+
+def test_wrong_architecture_lists_missing_unexpected_and_mismatched_keys(checkpoint):
+    with pytest.raises(CheckpointError) as caught:
+        load_sam("vit_b", checkpoint)
+    message = str(caught.value)
+    assert str(checkpoint) in message and "vit_b architecture" in message
+    assert "missing keys (112): image_encoder.blocks.10." in message  # vit_b has 12 blocks of 14 keys, TINY 4
+    assert "shape mismatches (60): " in message
+    assert "image_encoder.blocks.0.attn.qkv.weight: checkpoint (192, 64) vs model (2304, 768)" in message
+    assert "... and 50 more" in message
+
+    state_dict = torch.load(checkpoint, weights_only=True)
+    state_dict["extra.weight"] = torch.zeros(1)
+    torch.save(state_dict, checkpoint)
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(1\): extra.weight"):
+        load_sam(TINY, checkpoint)
+
+
+def test_truncated_file_is_named(checkpoint):
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"checkpoint {checkpoint} cannot be read.*truncated"):
+        load_sam(TINY, checkpoint)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="nowhere.pth does not exist"):
+        load_sam(TINY, tmp_path / "nowhere.pth")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle ran code",))
+
+
+def test_pickles_that_run_code_are_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"image_encoder.pos_embed": _RunsCode()}, f, protocol=2)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_sam(TINY, path)
+    assert "this pickle ran code" not in capsys.readouterr().out
+
+
+def test_non_tensor_content_is_refused(tmp_path):
+    path = tmp_path / "numbers.pth"
+    torch.save({"a": 1}, path)
+    with pytest.raises(CheckpointError, match="does not hold a state dict of tensors"):
+        load_sam(TINY, path)
+
+
+def test_fsspec_url_is_fetched_once_into_the_cache(tmp_path, checkpoint, tiny_weights):
+    data = checkpoint.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    url = f"memory://models/sam_tiny_{digest[:8]}.pth"
+    with fsspec.open(url, "wb") as f:
+        f.write(data)
+    cache = tmp_path / "cache"
+
+    model = load_sam(TINY, url, cache_dir=cache)
+    assert _same_weights(model, tiny_weights)
+    assert [p.name for p in cache.iterdir()] == [f"sam_tiny_{digest[:8]}.pth"]
+
+    fsspec.filesystem("memory").rm(url)  # the second load must come from the cache alone
+    assert fetch_checkpoint(url, cache_dir=cache) == cache / f"sam_tiny_{digest[:8]}.pth"
+
+
+def test_a_corrupt_download_leaves_nothing_in_the_cache(tmp_path, checkpoint):
+    url = "memory://models/sam_tiny_abcdef12.pth"  # the name promises a checksum the bytes do not have
+    with fsspec.open(url, "wb") as f:
+        f.write(checkpoint.read_bytes())
+    cache = tmp_path / "cache"
+    with pytest.raises(CheckpointError, match="does not match the expected abcdef12"):
+        fetch_checkpoint(url, cache_dir=cache)
+    assert list(cache.iterdir()) == []
+
+
+@pytest.fixture()
+def http_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving tmp_path/www, stopped after the test."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_http_url_with_expected_sha256(tmp_path, http_server, checkpoint, tiny_weights):
+    root, base = http_server
+    (root / "tiny.pth").write_bytes(checkpoint.read_bytes())
+    digest = file_sha256(checkpoint)
+    model = load_sam(TINY, f"{base}/tiny.pth", cache_dir=tmp_path / "cache", expected_sha256=digest)
+    assert _same_weights(model, tiny_weights)
+    assert (tmp_path / "cache" / "tiny.pth").is_file()
