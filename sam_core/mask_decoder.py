@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sam_core.config import SamConfig
@@ -50,38 +51,66 @@ class MaskDecoder(nn.Module):
         """Decode B prompts.
 
         image_embeddings: 1xPxGxG (shared by all prompts) or BxPxGxG (one per prompt).
-        image_pe: 1xPxGxG. sparse: BxKxP. dense: BxPxGxG.
+        image_pe: 1xPxGxG. sparse: BxKxP. dense: BxPxGxG, or 1xPxGxG when shared.
         Returns mask logits BxMx4Gx4G and IoU predictions BxM, M = 3 with multimask output, else 1.
         """
-        masks, iou_pred = self.predict_all(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
-        chosen = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, chosen], iou_pred[:, chosen]
+        outputs = list(range(1, self.num_mask_tokens)) if multimask_output else [0]
+        return self.predict(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, outputs
+        )
 
-    def predict_all(
+    def predict(
         self,
         image_embeddings: torch.Tensor,
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        outputs: list[int],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """All 1 + num_multimask_outputs masks (Bx4x4Gx4G) and IoU predictions (Bx4)."""
+        """Mask logits BxMx4Gx4G and IoU predictions BxM for the output tokens listed in `outputs`."""
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens[None].expand(batch, -1, -1).to(sparse_prompt_embeddings.dtype)
         tokens = torch.cat([output_tokens, sparse_prompt_embeddings], dim=1)
 
-        image = image_embeddings.expand(batch, -1, -1, -1) if image_embeddings.shape[0] == 1 else image_embeddings
-        image = image + dense_prompt_embeddings
-        pe = image_pe.expand(batch, -1, -1, -1)
-        _, channels, h, w = image.shape
-        tokens_out, image_out = self.transformer(image, pe, tokens)
+        image = image_embeddings + dense_prompt_embeddings
+        grid = image.shape[-2:]
+        tokens_out, image_out = self.transformer(image, image_pe, tokens)
 
-        iou_token_out = tokens_out[:, 0]
         mask_tokens_out = tokens_out[:, 1 : 1 + self.num_mask_tokens]
-        upscaled = self.output_upscaling(image_out.transpose(1, 2).reshape(batch, channels, h, w))
-        hyper = torch.stack(
-            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        _, up_channels, up_h, up_w = upscaled.shape
-        masks = (hyper @ upscaled.reshape(batch, up_channels, up_h * up_w)).reshape(batch, -1, up_h, up_w)
-        return masks, self.iou_prediction_head(iou_token_out)
+        hyper = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i]) for i in outputs], dim=1)
+        masks = self._upscale_and_project(image_out.reshape(batch, grid[0], grid[1], -1), hyper)
+        iou_pred = self.iou_prediction_head(tokens_out[:, 0])
+        return masks, iou_pred[:, outputs]
+
+    def _upscale_and_project(self, image: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """BxGxGxC image tokens and BxMxC' hypernetwork weights to BxMx4Gx4G mask logits.
+
+        The two stride-2, kernel-2 transposed convolutions of `output_upscaling` touch no
+        overlapping pixels, so each is one matrix product per pixel. They run channels-last on
+        the pixels as they come, each pixel's 2x2 (then 4x4) sub-pixels kept in separate axes;
+        only the M-channel result is reordered into image rows and columns. That keeps the
+        large intermediate tensors out of any transpose.
+        """
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        batch, gh, gw, _ = image.shape
+        x = _transposed_conv2x2(image, up1)  # B,G,G,2,2,C/4
+        x = act1(norm.channels_last(x))
+        x = act2(_transposed_conv2x2(x, up2))  # B,G,G,2,2,2,2,C/8
+        masks = x.reshape(batch, -1, x.shape[-1]) @ hyper.transpose(1, 2)  # B,(G*G*16),M
+        masks = masks.reshape(batch, gh, gw, 2, 2, 2, 2, -1)
+        # axes: b, i, j, di1, dj1, di2, dj2, m -> b, m, (i, di1, di2), (j, dj1, dj2)
+        masks = masks.permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(batch, -1, 4 * gh, 4 * gw)
+
+
+def _transposed_conv2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """A kernel-2, stride-2 ConvTranspose2d applied channels-last: ...xCin to ...x2x2xCout.
+
+    Output [..., di, dj, :] is the sub-pixel (di, dj) of the input pixel, i.e. the output
+    pixel (2i + di, 2j + dj) of the convolution.
+    """
+    cin, cout = conv.weight.shape[:2]
+    weight = conv.weight.permute(2, 3, 1, 0).reshape(4 * cout, cin)  # rows ordered (di, dj, cout)
+    out = F.linear(x, weight.to(x.dtype), conv.bias.to(x.dtype).repeat(4))
+    return out.reshape(*x.shape[:-1], 2, 2, cout)

@@ -11,7 +11,7 @@ import torch
 
 from sam_core.image import as_rgb_uint8
 from sam_core.sam import Sam
-from sam_core.transforms import resize_longest_side, scale_boxes, scale_coords
+from sam_core.transforms import scale_boxes, scale_coords
 
 _VALID_LABELS = (-1, 0, 1)
 
@@ -65,15 +65,12 @@ class SamPredictor:
         """Embed a batch of images (any sizes); prompts then name one by `image_index`."""
         if len(images) == 0:
             raise ValueError("set_images needs at least one image")
-        size = self.model.config.image_size
-        device = self.model.device
         states, inputs = [], []
         for image in images:
             rgb = as_rgb_uint8(image)
-            resized = resize_longest_side(rgb, size)
-            states.append(_ImageState(rgb.shape[:2], resized.shape[:2]))
-            tensor = torch.tensor(resized, device=device).permute(2, 0, 1)[None].float()
-            inputs.append(self.model.preprocess(tensor))
+            model_input, input_size = self.model.prepare_image(rgb)
+            states.append(_ImageState(rgb.shape[:2], input_size))
+            inputs.append(model_input)
         chunks = []
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(inputs), self.encode_batch_size):

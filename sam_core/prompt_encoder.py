@@ -115,7 +115,11 @@ class PromptEncoder(nn.Module):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns sparse BxKxP and dense BxPxGxG embeddings for a batch of B prompts."""
+        """Sparse BxKxP and dense embeddings for a batch of B prompts.
+
+        The dense embedding is BxPxGxG for mask prompts; without them it is the "no mask"
+        embedding as one 1xPxGxG tensor that all prompts share.
+        """
         batch = _batch_size(points, boxes, masks)
         device = self.no_mask_embed.weight.device
         parts = []
@@ -131,7 +135,7 @@ class PromptEncoder(nn.Module):
             dense = self.mask_downscaling(masks)
         else:
             grid = self.image_embedding_size
-            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, grid[0], grid[1])
+            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, grid[0], grid[1])
         return sparse, dense
 
 

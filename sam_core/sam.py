@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,6 +11,7 @@ from sam_core.config import SamConfig
 from sam_core.image_encoder import ImageEncoder
 from sam_core.mask_decoder import MaskDecoder
 from sam_core.prompt_encoder import PromptEncoder
+from sam_core.transforms import resize_longest_side
 
 
 class Sam(nn.Module):
@@ -44,6 +46,13 @@ class Sam(nn.Module):
         x = (images - self.pixel_mean) / self.pixel_std
         return F.pad(x, (0, size - w, 0, size - h))
 
+    def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """HxWx3 uint8 RGB to the 1x3xSxS model input on the model's device, and the (h, w) it
+        was resized to (longest side S) before padding."""
+        resized = resize_longest_side(image, self.config.image_size)
+        tensor = torch.tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
+        return self.preprocess(tensor), (resized.shape[0], resized.shape[1])
+
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         """Bx3xhxw RGB 0..255 resized images to BxPxGxG image embeddings."""
         return self.image_encoder(self.preprocess(images))
@@ -72,12 +81,24 @@ class Sam(nn.Module):
     def postprocess_masks(
         self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> torch.Tensor:
-        """BxMx4Gx4G logits to BxMxHxW logits at the original image size (H, W).
+        """BxMxLxL logits to BxMxHxW logits at the original image size (H, W).
 
-        input_size is the (h, w) of the resized image before padding.
+        input_size is the (h, w) of the resized image before padding. The logits are upsampled
+        bilinearly to the padded input frame (S = image_size), cropped to input_size, and
+        upsampled to (H, W). Only the low-res rows and columns that the crop can reach are
+        upsampled: with align_corners=False and an integer factor f = S / L, output row i < h
+        reads low-res rows floor((i + 0.5) / f - 0.5) and the next, so rows up to ceil(h / f)
+        suffice and the result is the same as upsampling everything.
         """
-        size = self.config.image_size
-        masks = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
+        size, low = self.config.image_size, low_res.shape[-1]
+        factor, exact = divmod(size, low)
+        if exact == 0:
+            rows = min(low, -(-input_size[0] // factor) + 1)
+            cols = min(low, -(-input_size[1] // factor) + 1)
+            low_res, size_hw = low_res[..., :rows, :cols], (rows * factor, cols * factor)
+        else:
+            size_hw = (size, size)
+        masks = F.interpolate(low_res, size_hw, mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
 

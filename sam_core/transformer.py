@@ -26,12 +26,23 @@ class TokenAttention(nn.Module):
         return x.reshape(batch, tokens, self.num_heads, width // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """BxNqxD queries, BxNkxD keys and values to BxNqxD."""
-        out = F.scaled_dot_product_attention(
-            self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        )
-        batch, _, tokens, head_dim = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, self.num_heads * head_dim))
+        """Queries BqxNqxD, keys and values BkxNkxD to BxNqxD, B = max(Bq, Bk); a batch of 1 is shared.
+
+        In the mask decoder many prompts attend to one image: with shared keys (Bk = 1) the
+        prompts' queries are folded into one sequence, and shared queries (Bq = 1) are projected
+        once, so nothing image-sized is computed per prompt that does not depend on the prompt.
+        """
+        batch, queries = max(q.shape[0], k.shape[0]), q.shape[1]
+        q = self.q_proj(q)
+        if k.shape[0] == 1 and batch > 1:
+            q = q.reshape(1, batch * queries, -1)
+        heads_q = self._heads(q)
+        heads_k, heads_v = self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        if heads_q.shape[0] == 1 and heads_k.shape[0] > 1:
+            heads_q = heads_q.expand(batch, -1, -1, -1)
+        out = F.scaled_dot_product_attention(heads_q, heads_k, heads_v)
+        width = out.shape[1] * out.shape[3]
+        return self.out_proj(out.transpose(1, 2).reshape(batch, queries, width))
 
 
 class TwoWayBlock(nn.Module):
@@ -84,7 +95,8 @@ class TwoWayTransformer(nn.Module):
     def forward(
         self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """BxDxHxW image embedding and its position encoding, BxNxD tokens.
+        """Image embedding 1xDxHxW (shared by all prompts) or BxDxHxW, position encoding 1xDxHxW,
+        prompt tokens BxNxD.
 
         Returns the updated BxNxD tokens and BxHWxD image tokens.
         """

@@ -13,7 +13,7 @@ import torch
 from sam_core import OFFICIAL_CHECKPOINTS, CheckpointError, load_sam
 from sam_core.checkpoints import fetch_checkpoint, file_sha256
 from tests.sam_core.configs import TINY
-from tests.sam_core.reference import randomize
+from sam_core.testing import randomize
 
 
 def test_registry_names_the_three_official_files():

@@ -5,7 +5,7 @@ import torch
 
 from sam_core import SamConfig
 from tests.sam_core.configs import TINY
-from tests.sam_core.reference import paired_models
+from sam_core.testing import paired_models
 
 TOLERANCE = 1e-4
 

@@ -7,7 +7,7 @@ from segment_anything import SamPredictor as OfficialPredictor
 
 from sam_core import SamPredictor
 from tests.sam_core.configs import TINY
-from tests.sam_core.reference import paired_models
+from sam_core.testing import paired_models
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,8 @@
-"""The public segment_anything package built to the same configuration as ours, for parity tests."""
+"""Parity tooling for tests and benchmarks: the public segment_anything model built to one of our
+configurations, and seeded random weights shared by both.
+
+segment_anything is a test/benchmark dependency (the `test` extra), imported only here.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from segment_anything.modeling import Sam as OfficialSam
 
-from sam_core import Sam, SamConfig
+from sam_core.config import SamConfig
+from sam_core.sam import Sam
 
 
 def build_official(config: SamConfig) -> OfficialSam:
@@ -69,10 +74,20 @@ def randomize(model: torch.nn.Module, seed: int, scale: float = 0.1) -> None:
             tensor.copy_(noise)
 
 
-def paired_models(config: SamConfig, seed: int = 0) -> tuple[Sam, OfficialSam]:
-    """Our model and the official one holding the same random weights."""
+def paired_models(config: SamConfig, seed: int = 0, speckle: bool = False) -> tuple[Sam, OfficialSam]:
+    """Our model and the official one holding the same random weights.
+
+    With `speckle`, the decoder's output biases are zeroed: random masks are then partial
+    speckle patterns with varied area and stability, instead of all of the image or none of it
+    (which the biases otherwise decide), so that automatic-mask filters have work to do.
+    """
     ours = Sam(config).eval()
     randomize(ours, seed)
+    if speckle:
+        with torch.no_grad():
+            for name, tensor in ours.state_dict().items():
+                if name.startswith("mask_decoder.output_") and name.endswith("bias"):
+                    tensor.zero_()
     official = build_official(config)
     official.load_state_dict(ours.state_dict(), strict=True)
     return ours, official

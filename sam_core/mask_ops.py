@@ -1,0 +1,128 @@
+"""Operations on candidate masks: stability, boxes, crop-edge test, RLE, small-region clean-up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as coco_mask
+
+
+def stability_scores(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """IoU of each mask binarised at threshold + offset and at threshold - offset.
+
+    logits: NxHxW float. Returns N float32. The higher cut-off gives a subset of the lower, so
+    the IoU is a ratio of pixel counts. A mask empty at the lower cut-off scores NaN, which no
+    threshold keeps.
+    """
+    return _count_above(logits, threshold + offset).float() / _count_above(logits, threshold - offset).float()
+
+
+def _count_above(logits: torch.Tensor, cut: float) -> torch.Tensor:
+    """N int64 counts of pixels above `cut`; rows are summed in int16 first, which is several
+    times faster on CPU than one reduction over both axes and cannot overflow below 32768 columns."""
+    row_dtype = torch.int16 if logits.shape[-1] < 2**15 else torch.int32
+    return (logits > cut).sum(-1, dtype=row_dtype).sum(-1, dtype=torch.int64)
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """NxHxW bool masks to Nx4 int64 boxes, XYXY with inclusive max (x1 = last column); empty: 0,0,0,0."""
+    if masks.shape[0] == 0:
+        return torch.zeros((0, 4), dtype=torch.int64, device=masks.device)
+    rows, cols = masks.any(dim=-1), masks.any(dim=-2)
+    boxes = torch.stack([_first(cols), _first(rows), _last(cols), _last(rows)], dim=1)
+    return boxes * rows.any(dim=-1, keepdim=True)
+
+
+def _first(present: torch.Tensor) -> torch.Tensor:
+    """Index of the first True along the last axis (0 when none)."""
+    return present.to(torch.uint8).argmax(dim=-1)
+
+
+def _last(present: torch.Tensor) -> torch.Tensor:
+    length = present.shape[-1]
+    return length - 1 - present.flip(-1).to(torch.uint8).argmax(dim=-1)
+
+
+def near_crop_edge(
+    boxes: torch.Tensor, crop: Sequence[int], image: Sequence[int], tolerance: float
+) -> torch.Tensor:
+    """Which Nx4 XYXY boxes (image frame) lie within `tolerance` px of an edge of the crop box
+    that is not also an edge of the image box. Such masks are likely cut off by the crop."""
+    crop_t = torch.as_tensor(crop, dtype=torch.float32, device=boxes.device)
+    image_t = torch.as_tensor(image, dtype=torch.float32, device=boxes.device)
+    boxes = boxes.float()
+    at_crop = (boxes - crop_t).abs() <= tolerance
+    at_image = (boxes - image_t).abs() <= tolerance
+    return (at_crop & ~at_image).any(dim=1)
+
+
+def encode_rles(masks: torch.Tensor) -> list[dict[str, Any]]:
+    """NxHxW bool masks to COCO compressed RLEs ({"size": [H, W], "counts": str})."""
+    if masks.shape[0] == 0:
+        return []
+    # pycocotools wants HxWxN in Fortran order, which is NxWxH in C order.
+    fortran = masks.permute(0, 2, 1).contiguous().cpu().numpy().view(np.uint8).transpose(2, 1, 0)
+    rles = coco_mask.encode(fortran)
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """A COCO RLE (compressed, counts as str or bytes) to an HxW bool mask."""
+    return coco_mask.decode(_coco_ready(rle)).astype(bool)
+
+
+def rle_area(rle: dict[str, Any]) -> int:
+    return int(coco_mask.area(_coco_ready(rle)))
+
+
+def _coco_ready(rle: dict[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def place_in_image(rle: dict[str, Any], offset: tuple[int, int], image_size: tuple[int, int]) -> dict[str, Any]:
+    """An RLE of a crop re-encoded in the frame of the whole (height, width) image, the crop's
+    top-left corner at offset (x0, y0)."""
+    crop = decode_rle(rle)
+    whole = torch.zeros(image_size, dtype=torch.bool)
+    x0, y0 = offset
+    whole[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = torch.from_numpy(crop)
+    return encode_rles(whole[None])[0]
+
+
+def remove_small_regions(mask: np.ndarray, min_area: int, drop_if_all_small: bool) -> tuple[np.ndarray | None, bool]:
+    """Fill holes and remove islands of fewer than `min_area` pixels (8-connectivity).
+
+    mask: HxW bool. Returns the cleaned mask and whether it changed. When every island is
+    small, the public code keeps the largest one; with drop_if_all_small (the paper's rule)
+    the mask is dropped instead and None is returned.
+    """
+    filled, holes_changed = _fill_small_holes(mask, min_area)
+    labels_count, labels, stats, _ = cv2.connectedComponentsWithStats(filled.astype(np.uint8), connectivity=8)
+    sizes = stats[1:, cv2.CC_STAT_AREA]
+    small = sizes < min_area
+    if not small.any():
+        return filled, holes_changed
+    if small.all():
+        if drop_if_all_small:
+            return None, True
+        keep = np.zeros(labels_count, dtype=bool)
+        keep[int(np.argmax(sizes)) + 1] = True
+    else:
+        keep = np.concatenate([[False], ~small])
+    return keep[labels], True
+
+
+def _fill_small_holes(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, bool]:
+    labels_count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=8)
+    small = stats[1:, cv2.CC_STAT_AREA] < min_area
+    if not small.any():
+        return mask, False
+    fill = np.concatenate([[True], small])  # label 0 is the mask itself
+    return fill[labels], True

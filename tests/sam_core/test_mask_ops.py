@@ -1,0 +1,83 @@
+"""Crop geometry and mask operations against the public segment_anything utilities."""
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.utils import amg as official
+
+from sam_core.crops import crop_boxes, layer_point_grids
+from sam_core.mask_ops import masks_to_boxes, near_crop_edge, remove_small_regions, stability_scores
+
+
+@pytest.mark.parametrize("size", [(534, 800), (1500, 2250), (2250, 1500), (8, 8), (1, 1), (100, 37)])
+@pytest.mark.parametrize("layers", [0, 1, 2, 3])
+def test_crop_boxes_equal_the_public_geometry(size, layers):
+    boxes, layer_ids = official.generate_crop_boxes(size, layers, 512 / 1500)
+    ours = crop_boxes(size, layers, 512 / 1500)
+    assert [list(b.xyxy) for b in ours] == boxes
+    assert [b.layer for b in ours] == layer_ids
+
+
+def test_sa1b_geometry_has_21_crops():
+    boxes = crop_boxes((1500, 2250), 2, 512 / 1500)
+    assert [sum(b.layer == i for b in boxes) for i in range(3)] == [1, 4, 16]
+
+
+@pytest.mark.parametrize(("side", "layers", "factor"), [(32, 0, 1), (32, 2, 2), (16, 3, 2), (7, 1, 3)])
+def test_point_grids_equal_the_public_ones(side, layers, factor):
+    for ours, theirs in zip(layer_point_grids(side, layers, factor), official.build_all_layer_point_grids(side, layers, factor)):
+        np.testing.assert_allclose(ours, theirs, atol=1e-12)
+
+
+def _random_masks(count=40, size=(60, 80), seed=0):
+    """Blobby random masks: thresholded smoothed noise, with holes and islands of many sizes."""
+    rng = np.random.default_rng(seed)
+    noise = torch.from_numpy(rng.normal(size=(count, 1, size[0] // 4, size[1] // 4))).float()
+    smooth = torch.nn.functional.interpolate(noise, size, mode="bilinear", align_corners=False)[:, 0]
+    masks = smooth > torch.linspace(-1.5, 1.5, count)[:, None, None]
+    masks[0] = False  # an empty mask
+    return smooth, masks
+
+
+def test_boxes_and_stability_equal_the_public_ones():
+    logits, masks = _random_masks()
+    assert torch.equal(masks_to_boxes(masks), official.batched_mask_to_box(masks))
+    for offset in (0.5, 1.0):
+        ours, theirs = stability_scores(logits, 0.0, offset), official.calculate_stability_score(logits, 0.0, offset)
+        assert torch.equal(torch.isnan(ours), torch.isnan(theirs))
+        torch.testing.assert_close(ours[~torch.isnan(ours)], theirs[~torch.isnan(theirs)])
+
+
+def test_crop_edge_test_equals_the_public_one():
+    rng = np.random.default_rng(1)
+    boxes = torch.from_numpy(rng.integers(0, 800, (200, 4))).sort(dim=1).values[:, [0, 2, 1, 3]]
+    crop, image = [300, 200, 800, 600], [0, 0, 800, 600]
+    theirs = official.is_box_near_crop_edge(boxes - torch.tensor([300, 200, 300, 200]), crop, image)
+    assert torch.equal(near_crop_edge(boxes, crop, image, 20.0), theirs)
+
+
+@pytest.mark.parametrize("min_area", [5, 30, 200])
+def test_public_clean_up_equals_the_public_code(min_area):
+    _, masks = _random_masks(seed=2)
+    for mask in masks.numpy():
+        holes, holes_changed = official.remove_small_regions(mask, min_area, "holes")
+        expected, islands_changed = official.remove_small_regions(holes, min_area, "islands")
+        ours, changed = remove_small_regions(mask, min_area, drop_if_all_small=False)
+        assert np.array_equal(ours, expected)
+        assert changed == (holes_changed or islands_changed)
+
+
+def test_paper_clean_up_drops_a_mask_whose_largest_island_is_small():
+    mask = np.zeros((50, 50), dtype=bool)
+    mask[5:10, 5:10] = True  # 25 px
+    mask[30:38, 30:38] = True  # 64 px
+    kept, changed = remove_small_regions(mask, 50, drop_if_all_small=True)
+    assert changed and kept.sum() == 64 and kept[30:38, 30:38].all()
+    dropped, changed = remove_small_regions(mask, 100, drop_if_all_small=True)
+    assert dropped is None and changed
+    public, _ = remove_small_regions(mask, 100, drop_if_all_small=False)
+    assert public.sum() == 64  # the public code keeps the largest island instead
+    hole = np.ones((20, 20), dtype=bool)
+    hole[8:10, 8:10] = False
+    filled, changed = remove_small_regions(hole, 10, drop_if_all_small=True)
+    assert changed and filled.all()
