@@ -32,20 +32,41 @@ from sam_core.testing import paired_models
 
 MODELS = {
     # A small encoder at 256 px input: the generator's own work dominates, as with a small model.
-    "tiny": SamConfig(image_size=256, encoder_embed_dim=64, encoder_depth=4, encoder_num_heads=4,
-                      encoder_window_size=5, encoder_global_attn_indexes=(1, 3)),
+    "tiny": SamConfig(
+        image_size=256,
+        encoder_embed_dim=64,
+        encoder_depth=4,
+        encoder_num_heads=4,
+        encoder_window_size=5,
+        encoder_global_attn_indexes=(1, 3),
+    ),
     "vit_b": SamConfig.preset("vit_b"),
     "vit_h": SamConfig.preset("vit_h"),
 }
-LOWERED = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.75, "stability_score_offset": 0.03,
-           "box_nms_thresh": 1.0, "crop_nms_thresh": 1.0}
+LOWERED = {
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.75,
+    "stability_score_offset": 0.03,
+    "box_nms_thresh": 1.0,
+    "crop_nms_thresh": 1.0,
+}
 
 
 def _official_kwargs(settings: MaskGeneratorSettings) -> dict:
     """The public generator's arguments for our settings (it has no paper clean-up or coverage filter)."""
-    names = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
-             "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
-             "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
+    names = (
+        "points_per_side",
+        "points_per_batch",
+        "pred_iou_thresh",
+        "stability_score_thresh",
+        "stability_score_offset",
+        "box_nms_thresh",
+        "crop_n_layers",
+        "crop_nms_thresh",
+        "crop_overlap_ratio",
+        "crop_n_points_downscale_factor",
+        "min_mask_region_area",
+    )
     return {name: getattr(settings, name) for name in names}
 
 
@@ -69,8 +90,12 @@ def main() -> None:
     parser.add_argument("--images", default="../shared/data/images/*.jpg", help="glob of photos")
     parser.add_argument("--settings", nargs="+", default=["official", "official lowered", "sa1b", "sa1b lowered"])
     parser.add_argument("--points-per-side", type=int, help="override the presets' 32 in every row")
-    parser.add_argument("--lowered-points-per-side", type=int, default=16,
-                        help="grid of the lowered rows (default 16: speckled masks make the public code slow)")
+    parser.add_argument(
+        "--lowered-points-per-side",
+        type=int,
+        default=16,
+        help="grid of the lowered rows (default 16: speckled masks make the public code slow)",
+    )
     args = parser.parse_args()
 
     paths = sorted(glob.glob(args.images))
@@ -79,10 +104,14 @@ def main() -> None:
     images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     ours_model, official_model = paired_models(MODELS[args.model], seed=0, speckle=True)
     ours_model, official_model = ours_model.to(args.device), official_model.to(args.device)
-    print(f"model {args.model} (random weights) on {args.device}; {len(images)} images: "
-          + ", ".join(f"{i.shape[1]}x{i.shape[0]}" for i in images))
-    print(f"{'settings':<17} {'ours s/img':>10} {'official':>10} {'ratio':>6} {'masks/img':>9} "
-          f"{'matched ours':>12} {'matched off.':>12} {'max dIoU':>9} {'GPU GiB ours/off.':>17}")
+    print(
+        f"model {args.model} (random weights) on {args.device}; {len(images)} images: "
+        + ", ".join(f"{i.shape[1]}x{i.shape[0]}" for i in images)
+    )
+    print(
+        f"{'settings':<17} {'ours s/img':>10} {'official':>10} {'ratio':>6} {'masks/img':>9} "
+        f"{'matched ours':>12} {'matched off.':>12} {'max dIoU':>9} {'GPU GiB ours/off.':>17}"
+    )
     for name in args.settings:
         preset, _, lowered = name.partition(" ")
         # The public code has neither the paper's clean-up rule nor the coverage filter: both run
@@ -104,8 +133,10 @@ def main() -> None:
             try:
                 b, seconds, peak = _timed(lambda: official.generate(image), args.device)
             except Exception as error:  # the public code fails on some inputs: report it as its result
-                print(f"{name:<17} ours {seconds:.2f} s on image {len(counts) + 1}, {len(a)} masks; "
-                      f"the public generator failed: {type(error).__name__}: {error}")
+                print(
+                    f"{name:<17} ours {seconds:.2f} s on image {len(counts) + 1}, {len(a)} masks; "
+                    f"the public generator failed: {type(error).__name__}: {error}"
+                )
                 break
             official_s, peaks[1] = official_s + seconds, peak if np.isnan(peak) else max(peaks[1], peak)
             agreement = compare_records(a, b, score_window=1e-3)
@@ -118,11 +149,20 @@ def main() -> None:
 
 
 def _report(
-    name: str, n: int, ours_s: float, official_s: float, counts: list[int],
-    matched_a: list[float], matched_b: list[float], diff: float, peaks: list[float],
+    name: str,
+    n: int,
+    ours_s: float,
+    official_s: float,
+    counts: list[int],
+    matched_a: list[float],
+    matched_b: list[float],
+    diff: float,
+    peaks: list[float],
 ) -> None:
-    print(f"{name:<17} {ours_s / n:>10.2f} {official_s / n:>10.2f} {official_s / ours_s:>5.2f}x {np.mean(counts):>9.1f} "
-          f"{min(matched_a):>12.2%} {min(matched_b):>12.2%} {diff:>9.1e} {_gib(peaks):>17}")
+    print(
+        f"{name:<17} {ours_s / n:>10.2f} {official_s / n:>10.2f} {official_s / ours_s:>5.2f}x {np.mean(counts):>9.1f} "
+        f"{min(matched_a):>12.2%} {min(matched_b):>12.2%} {diff:>9.1e} {_gib(peaks):>17}"
+    )
 
 
 def _gib(peaks: list[float]) -> str:

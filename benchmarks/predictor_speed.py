@@ -74,27 +74,49 @@ def main() -> None:
         with torch.inference_mode():
             official.set_image(image)
 
-    rows = [("official", "float32", _timed(official_embed, args.device, args.repeats),
-             _timed(official_decode, args.device, args.repeats), 0.0, 1.0)]
+    rows = [
+        (
+            "official",
+            "float32",
+            _timed(official_embed, args.device, args.repeats),
+            _timed(official_decode, args.device, args.repeats),
+            0.0,
+            1.0,
+        )
+    ]
     precisions = [torch.float32] + ([torch.bfloat16] if args.device.startswith("cuda") else [])
     for precision in precisions:
         ours = SamPredictor(ours_model, precision=precision)
         embed_s = _timed(lambda: ours.set_image(image), args.device, args.repeats)
         decode_s = _timed(lambda: ours.predict(box=boxes), args.device, args.repeats)
         result = ours.predict(box=boxes)
-        rows.append(("sa-engine", str(precision).removeprefix("torch."), embed_s, decode_s,
-                     float(np.abs(result.low_res_logits - ref_logits).max()), float((result.masks == ref_masks).mean())))
+        rows.append(
+            (
+                "sa-engine",
+                str(precision).removeprefix("torch."),
+                embed_s,
+                decode_s,
+                float(np.abs(result.low_res_logits - ref_logits).max()),
+                float((result.masks == ref_masks).mean()),
+            )
+        )
 
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
-    print(f"{args.model} on {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}), "
-          f"image {w}x{h}, {args.prompts} box prompts, mean of {args.repeats}; peak GPU memory {peak:.2f} GiB")
-    print(f"{'implementation':<14} {'precision':<9} {'embed s':>9} {'decode s':>9} {'max|dlogit|':>12} {'mask agree':>11}")
+    print(
+        f"{args.model} on {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}), "
+        f"image {w}x{h}, {args.prompts} box prompts, mean of {args.repeats}; peak GPU memory {peak:.2f} GiB"
+    )
+    print(
+        f"{'implementation':<14} {'precision':<9} {'embed s':>9} {'decode s':>9} {'max|dlogit|':>12} {'mask agree':>11}"
+    )
     for name, precision, embed_s, decode_s, diff, agree in rows:
         print(f"{name:<14} {precision:<9} {embed_s:>9.4f} {decode_s:>9.4f} {diff:>12.2e} {agree:>11.6f}")
     base = rows[0]
     for name, precision, embed_s, decode_s, *_ in rows[1:]:
-        print(f"speed-up of {name} {precision} over official float32: embed {base[2] / embed_s:.2f}x, "
-              f"decode {base[3] / decode_s:.2f}x")
+        print(
+            f"speed-up of {name} {precision} over official float32: embed {base[2] / embed_s:.2f}x, "
+            f"decode {base[3] / decode_s:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -154,7 +154,11 @@ def check_state_dict_fits(model: torch.nn.Module, state_dict: dict[str, torch.Te
     )
     problems = [
         _listing(title, items)
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
         if items
     ]
     if problems:

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     draw_overlay(image, result.masks, result.iou_predictions, point).save(args.out)
     print(
-        f"{args.image.name}: {w}x{h}, point {point}, predicted IoUs {[round(float(s), 3) for s in result.iou_predictions]}, "
+        f"{args.image.name}: {w}x{h}, point {point}, "
+        f"predicted IoUs {[round(float(s), 3) for s in result.iou_predictions]}, "
         f"mask areas {result.masks.reshape(len(result.masks), -1).sum(1).tolist()} px; "
         f"embed {embedded - start:.2f}s, decode {done - embedded:.3f}s on {args.device}; wrote {args.out}"
     )

@@ -35,9 +35,7 @@ class MaskDecoder(nn.Module):
             nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
             nn.GELU(),
         )
-        self.output_hypernetworks_mlps = nn.ModuleList(
-            MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
-        )
+        self.output_hypernetworks_mlps = nn.ModuleList(MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens))
         self.iou_prediction_head = MLP(dim, config.iou_head_hidden_dim, self.num_mask_tokens, config.iou_head_depth)
 
     def forward(
@@ -55,9 +53,7 @@ class MaskDecoder(nn.Module):
         Returns mask logits BxMx4Gx4G and IoU predictions BxM, M = 3 with multimask output, else 1.
         """
         outputs = list(range(1, self.num_mask_tokens)) if multimask_output else [0]
-        return self.predict(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, outputs
-        )
+        return self.predict(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, outputs)
 
     def predict(
         self,

@@ -133,13 +133,19 @@ class MaskGenerator:
         step = self.settings.points_per_batch
         found = _Candidates.concat(
             [
-                self._process_batch(embedding, input_size, points[i : i + step], model_points[i : i + step], crop, image.shape[:2])
+                self._process_batch(
+                    embedding, input_size, points[i : i + step], model_points[i : i + step], crop, image.shape[:2]
+                )
                 for i in range(0, len(points), step)
             ]
         )
         found = found.select(self._nms(found.boxes, found.iou, self.settings.box_nms_thresh))
         return _Candidates(
-            found.rles, found.boxes, found.iou, found.stability, found.points,
+            found.rles,
+            found.boxes,
+            found.iou,
+            found.stability,
+            found.points,
             torch.full((len(found),), crop_index, dtype=torch.int64),
         )
 
@@ -159,7 +165,11 @@ class MaskGenerator:
         low_res, iou = self.model.decode(embedding, coords, labels, multimask_output=True)
         outputs = low_res.shape[1]
         low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
-        keep = torch.nonzero(iou > s.pred_iou_thresh).flatten() if s.pred_iou_thresh > 0 else torch.arange(len(iou), device=iou.device)
+        keep = (
+            torch.nonzero(iou > s.pred_iou_thresh).flatten()
+            if s.pred_iou_thresh > 0
+            else torch.arange(len(iou), device=iou.device)
+        )
 
         offset = torch.tensor([crop.x0, crop.y0, crop.x0, crop.y0], device=device)
         image_box = (0, 0, image_size[1], image_size[0])
@@ -168,7 +178,11 @@ class MaskGenerator:
             index = keep[start : start + s.upsample_batch]
             logits = self.model.postprocess_masks(low_res[index][:, None], input_size, crop.size)[:, 0]
             stability = stability_scores(logits, s.mask_threshold, s.stability_score_offset)
-            stable = stability >= s.stability_score_thresh if s.stability_score_thresh > 0 else torch.ones_like(stability, dtype=torch.bool)
+            stable = (
+                stability >= s.stability_score_thresh
+                if s.stability_score_thresh > 0
+                else torch.ones_like(stability, dtype=torch.bool)
+            )
             masks = logits[stable] > s.mask_threshold
             del logits
             boxes = masks_to_boxes(masks) + offset
@@ -198,7 +212,9 @@ class MaskGenerator:
         s = self.settings
         rles, boxes, unchanged, survivors = [], [], [], []
         for i, rle in enumerate(found.rles):
-            cleaned, changed = remove_small_regions(decode_rle(rle), s.min_mask_region_area, s.small_region_mode == "paper")
+            cleaned, changed = remove_small_regions(
+                decode_rle(rle), s.min_mask_region_area, s.small_region_mode == "paper"
+            )
             if cleaned is None:
                 continue
             tensor = torch.from_numpy(cleaned)[None]

@@ -47,9 +47,7 @@ def _last(present: torch.Tensor) -> torch.Tensor:
     return length - 1 - present.flip(-1).to(torch.uint8).argmax(dim=-1)
 
 
-def near_crop_edge(
-    boxes: torch.Tensor, crop: Sequence[int], image: Sequence[int], tolerance: float
-) -> torch.Tensor:
+def near_crop_edge(boxes: torch.Tensor, crop: Sequence[int], image: Sequence[int], tolerance: float) -> torch.Tensor:
     """Which Nx4 XYXY boxes (image frame) lie within `tolerance` px of an edge of the crop box
     that is not also an edge of the image box. Such masks are likely cut off by the crop."""
     crop_t = torch.as_tensor(crop, dtype=torch.float32, device=boxes.device)

@@ -102,8 +102,9 @@ class SamPredictor:
         """
         self._set_embeddings(image_index)
         state = self._images[image_index]
-        prompt = _Prompt.validate(point_coords, point_labels, box, mask_input, state.original_size,
-                                  self.model.config.low_res_mask_size)
+        prompt = _Prompt.validate(
+            point_coords, point_labels, box, mask_input, state.original_size, self.model.config.low_res_mask_size
+        )
         longest = self.model.config.image_size
         device = self.model.device
 
@@ -178,7 +179,9 @@ class _Prompt:
                 raise ValueError(f"point_labels shape {labels.shape} does not match point_coords {coords.shape}")
             bad_labels = sorted(set(np.unique(labels).tolist()) - set(_VALID_LABELS))
             if bad_labels:
-                raise ValueError(f"point_labels must be 1 (foreground), 0 (background) or -1 (padding), got {bad_labels}")
+                raise ValueError(
+                    f"point_labels must be 1 (foreground), 0 (background) or -1 (padding), got {bad_labels}"
+                )
             batched_flags.append(coords.ndim == 3)
             coords, labels = coords.reshape(-1, *coords.shape[-2:]), labels.reshape(-1, labels.shape[-1])
             _check_points_inside(coords, image_size)
@@ -192,8 +195,10 @@ class _Prompt:
         if masks is not None:
             masks = np.asarray(masks, dtype=np.float32)
             if masks.ndim not in (3, 4) or masks.shape[-3:] != (1, mask_size, mask_size):
-                raise ValueError(f"mask_input must be 1x{mask_size}x{mask_size} or Bx1x{mask_size}x{mask_size}, "
-                                 f"got shape {masks.shape}")
+                raise ValueError(
+                    f"mask_input must be 1x{mask_size}x{mask_size} or Bx1x{mask_size}x{mask_size}, "
+                    f"got shape {masks.shape}"
+                )
             batched_flags.append(masks.ndim == 4)
             masks = masks.reshape(-1, 1, mask_size, mask_size)
         if len(set(batched_flags)) > 1:
@@ -210,9 +215,7 @@ def _check_points_inside(coords: np.ndarray, image_size: tuple[int, int]) -> Non
     outside = ~((x >= 0) & (x <= w) & (y >= 0) & (y <= h))
     if outside.any():
         where = [tuple(np.round(c, 2).tolist()) for c in coords[outside][:5]]
-        raise ValueError(
-            f"{int(outside.sum())} point(s) lie outside the {w}x{h} (WxH) image, e.g. (x, y) {where}"
-        )
+        raise ValueError(f"{int(outside.sum())} point(s) lie outside the {w}x{h} (WxH) image, e.g. (x, y) {where}")
 
 
 def _check_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> None:

@@ -74,9 +74,7 @@ class Sam(nn.Module):
         """
         points = None if point_coords is None else (point_coords, point_labels)
         sparse, dense = self.prompt_encoder(points, boxes, mask_input)
-        return self.mask_decoder(
-            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
-        )
+        return self.mask_decoder(image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output)
 
     def postprocess_masks(
         self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]

@@ -13,8 +13,8 @@ from segment_anything import SamAutomaticMaskGenerator
 from sam_core.agreement import compare_records
 from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.mask_generator import MaskGenerator
-from tests.sam_core.configs import TINY
 from sam_core.testing import paired_models
+from tests.sam_core.configs import TINY
 
 # Random weights give speckled masks: periodic patterns with small logits, low predicted IoU and
 # low stability. Thresholds are lowered, and the stability offset shrunk to the logits' scale, so
@@ -70,7 +70,17 @@ def test_records_are_sa1b_annotations(models, photos):
     records = MaskGenerator(models[0], MaskGeneratorSettings(**FLOW)).generate(image, with_masks=True)
     assert len(records) > 100
     assert [r["id"] for r in records] == list(range(len(records)))
-    keys = {"id", "segmentation", "bbox", "area", "predicted_iou", "stability_score", "crop_box", "point_coords", "mask"}
+    keys = {
+        "id",
+        "segmentation",
+        "bbox",
+        "area",
+        "predicted_iou",
+        "stability_score",
+        "crop_box",
+        "point_coords",
+        "mask",
+    }
     h, w = image.shape[:2]
     for record in records:
         assert set(record) == keys
@@ -85,16 +95,25 @@ def test_records_are_sa1b_annotations(models, photos):
             ys, xs = np.nonzero(mask)
             assert record["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
         assert record["crop_box"] == [0, 0, w, h]
-        (x, y), = record["point_coords"]
+        ((x, y),) = record["point_coords"]
         assert 0 <= x <= w and 0 <= y <= h
 
 
 def test_official_preset_is_the_public_generators_defaults(models):
     official = SamAutomaticMaskGenerator(models[1])
     ours = MaskGeneratorSettings.preset("official")
-    for name in ("points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
-                 "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
-                 "crop_n_points_downscale_factor", "min_mask_region_area"):
+    for name in (
+        "points_per_batch",
+        "pred_iou_thresh",
+        "stability_score_thresh",
+        "stability_score_offset",
+        "box_nms_thresh",
+        "crop_n_layers",
+        "crop_nms_thresh",
+        "crop_overlap_ratio",
+        "crop_n_points_downscale_factor",
+        "min_mask_region_area",
+    ):
         assert getattr(ours, name) == getattr(official, name), name
     assert len(official.point_grids[0]) == ours.points_per_side**2
     assert ours.max_mask_coverage is None and ours.small_region_mode == "public"
@@ -154,12 +173,19 @@ def test_small_and_unusual_images_give_records(models, kind, image):
 
 
 def test_no_surviving_masks_is_an_empty_list(models, photos):
-    assert MaskGenerator(models[0], MaskGeneratorSettings(points_per_side=4, pred_iou_thresh=1.0)).generate(photos["dog.jpg"]) == []
+    assert (
+        MaskGenerator(models[0], MaskGeneratorSettings(points_per_side=4, pred_iou_thresh=1.0)).generate(
+            photos["dog.jpg"]
+        )
+        == []
+    )
 
 
 def test_sa1b_preset_on_a_release_size_image(models):
     """A 1500x2250 image through all 21 crops (peak memory is measured by benchmarks/amg_memory.py)."""
-    image = np.asarray(Image.fromarray(np.random.default_rng(3).integers(0, 255, (150, 225, 3), dtype=np.uint8)).resize((2250, 1500)))
+    image = np.asarray(
+        Image.fromarray(np.random.default_rng(3).integers(0, 255, (150, 225, 3), dtype=np.uint8)).resize((2250, 1500))
+    )
     generator = MaskGenerator(models[0], MaskGeneratorSettings.preset("sa1b", points_per_batch=256))
     with torch.inference_mode():
         records = generator.generate(image)

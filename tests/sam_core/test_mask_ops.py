@@ -25,7 +25,9 @@ def test_sa1b_geometry_has_21_crops():
 
 @pytest.mark.parametrize(("side", "layers", "factor"), [(32, 0, 1), (32, 2, 2), (16, 3, 2), (7, 1, 3)])
 def test_point_grids_equal_the_public_ones(side, layers, factor):
-    for ours, theirs in zip(layer_point_grids(side, layers, factor), official.build_all_layer_point_grids(side, layers, factor)):
+    for ours, theirs in zip(
+        layer_point_grids(side, layers, factor), official.build_all_layer_point_grids(side, layers, factor)
+    ):
         np.testing.assert_allclose(ours, theirs, atol=1e-12)
 
 

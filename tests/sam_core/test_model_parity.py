@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sam_core import SamConfig
-from tests.sam_core.configs import TINY
 from sam_core.testing import paired_models
+from tests.sam_core.configs import TINY
 
 TOLERANCE = 1e-4
 
@@ -58,7 +58,9 @@ def test_decoder_outputs_agree(models, embeddings, kind, multimask):
     with torch.inference_mode():
         logits, iou = ours.decode(ours_emb[:1], multimask_output=multimask, **prompts)
         points = (prompts["point_coords"], prompts["point_labels"]) if "point_coords" in prompts else None
-        sparse, dense = official.prompt_encoder(points=points, boxes=prompts.get("boxes"), masks=prompts.get("mask_input"))
+        sparse, dense = official.prompt_encoder(
+            points=points, boxes=prompts.get("boxes"), masks=prompts.get("mask_input")
+        )
         ref_logits, ref_iou = official.mask_decoder(
             image_embeddings=official_emb[:1],
             image_pe=official.prompt_encoder.get_dense_pe(),
