@@ -22,10 +22,10 @@ def _run(model: str, image_path: str, implementation: str, lowered: bool, queue:
     import torch
     from segment_anything import SamAutomaticMaskGenerator
 
-    from benchmarks.amg_speed import LOWERED, MODELS, _official_kwargs
+    from benchmarks.amg_speed import LOWERED, MODELS
     from sam_core.amg_settings import MaskGeneratorSettings
     from sam_core.mask_generator import MaskGenerator
-    from sam_core.testing import paired_models
+    from sam_core.testing import official_generator_kwargs, paired_models
 
     torch.set_grad_enabled(False)
     image = np.asarray(Image.open(image_path).convert("RGB").resize((2250, 1500)))
@@ -35,7 +35,9 @@ def _run(model: str, image_path: str, implementation: str, lowered: bool, queue:
     if implementation == "ours":
         generator = MaskGenerator(ours_model, settings)
     else:
-        generator = SamAutomaticMaskGenerator(official_model, output_mode="coco_rle", **_official_kwargs(settings))
+        generator = SamAutomaticMaskGenerator(
+            official_model, output_mode="coco_rle", **official_generator_kwargs(settings)
+        )
     loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     records = generator.generate(image)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

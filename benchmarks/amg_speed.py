@@ -28,21 +28,9 @@ from sam_core.agreement import compare_records
 from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.config import SamConfig
 from sam_core.mask_generator import MaskGenerator
-from sam_core.testing import paired_models
+from sam_core.testing import TINY, official_generator_kwargs, paired_models
 
-MODELS = {
-    # A small encoder at 256 px input: the generator's own work dominates, as with a small model.
-    "tiny": SamConfig(
-        image_size=256,
-        encoder_embed_dim=64,
-        encoder_depth=4,
-        encoder_num_heads=4,
-        encoder_window_size=5,
-        encoder_global_attn_indexes=(1, 3),
-    ),
-    "vit_b": SamConfig.preset("vit_b"),
-    "vit_h": SamConfig.preset("vit_h"),
-}
+MODELS = {"tiny": TINY, "vit_b": SamConfig.preset("vit_b"), "vit_h": SamConfig.preset("vit_h")}
 LOWERED = {
     "pred_iou_thresh": 0.0,
     "stability_score_thresh": 0.75,
@@ -50,24 +38,6 @@ LOWERED = {
     "box_nms_thresh": 1.0,
     "crop_nms_thresh": 1.0,
 }
-
-
-def _official_kwargs(settings: MaskGeneratorSettings) -> dict:
-    """The public generator's arguments for our settings (it has no paper clean-up or coverage filter)."""
-    names = (
-        "points_per_side",
-        "points_per_batch",
-        "pred_iou_thresh",
-        "stability_score_thresh",
-        "stability_score_offset",
-        "box_nms_thresh",
-        "crop_n_layers",
-        "crop_nms_thresh",
-        "crop_overlap_ratio",
-        "crop_n_points_downscale_factor",
-        "min_mask_region_area",
-    )
-    return {name: getattr(settings, name) for name in names}
 
 
 def _timed(fn, device: str):
@@ -123,7 +93,9 @@ def main() -> None:
             overrides["points_per_side"] = args.points_per_side
         settings = MaskGeneratorSettings.preset(preset, **overrides)
         ours = MaskGenerator(ours_model, settings)
-        official = SamAutomaticMaskGenerator(official_model, output_mode="coco_rle", **_official_kwargs(settings))
+        official = SamAutomaticMaskGenerator(
+            official_model, output_mode="coco_rle", **official_generator_kwargs(settings)
+        )
         ours_s = official_s = 0.0
         peaks = [0.0, 0.0]
         counts, matched_a, matched_b, diff = [], [], [], 0.0

@@ -12,8 +12,41 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from segment_anything.modeling import Sam as OfficialSam
 
+from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.config import SamConfig
 from sam_core.sam import Sam
+
+# A reduced encoder at 256 px input with the published decoder: quick on a CPU. Window 5 does not
+# divide the 16x16 grid, so window padding is exercised.
+TINY = SamConfig(
+    image_size=256,
+    encoder_embed_dim=64,
+    encoder_depth=4,
+    encoder_num_heads=4,
+    encoder_window_size=5,
+    encoder_global_attn_indexes=(1, 3),
+    name="tiny",
+)
+
+# The settings that SamAutomaticMaskGenerator shares with MaskGeneratorSettings, by the same names.
+SHARED_GENERATOR_SETTINGS = (
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "stability_score_offset",
+    "box_nms_thresh",
+    "crop_n_layers",
+    "crop_nms_thresh",
+    "crop_overlap_ratio",
+    "crop_n_points_downscale_factor",
+    "min_mask_region_area",
+)
+
+
+def official_generator_kwargs(settings: MaskGeneratorSettings) -> dict[str, float | int]:
+    """Arguments for the public generator equal to `settings` (it has no paper rule, no coverage filter)."""
+    return {name: getattr(settings, name) for name in SHARED_GENERATOR_SETTINGS}
 
 
 def build_official(config: SamConfig) -> OfficialSam:

@@ -12,8 +12,7 @@ import torch
 
 from sam_core import OFFICIAL_CHECKPOINTS, CheckpointError, load_sam
 from sam_core.checkpoints import fetch_checkpoint, file_sha256
-from sam_core.testing import randomize
-from tests.sam_core.configs import TINY
+from sam_core.testing import TINY, randomize
 
 
 def test_registry_names_the_three_official_files():

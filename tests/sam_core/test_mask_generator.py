@@ -13,8 +13,7 @@ from segment_anything import SamAutomaticMaskGenerator
 from sam_core.agreement import compare_records
 from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.mask_generator import MaskGenerator
-from sam_core.testing import paired_models
-from tests.sam_core.configs import TINY
+from sam_core.testing import SHARED_GENERATOR_SETTINGS, TINY, paired_models
 
 # Random weights give speckled masks: periodic patterns with small logits, low predicted IoU and
 # low stability. Thresholds are lowered, and the stability offset shrunk to the logits' scale, so
@@ -102,19 +101,9 @@ def test_records_are_sa1b_annotations(models, photos):
 def test_official_preset_is_the_public_generators_defaults(models):
     official = SamAutomaticMaskGenerator(models[1])
     ours = MaskGeneratorSettings.preset("official")
-    for name in (
-        "points_per_batch",
-        "pred_iou_thresh",
-        "stability_score_thresh",
-        "stability_score_offset",
-        "box_nms_thresh",
-        "crop_n_layers",
-        "crop_nms_thresh",
-        "crop_overlap_ratio",
-        "crop_n_points_downscale_factor",
-        "min_mask_region_area",
-    ):
-        assert getattr(ours, name) == getattr(official, name), name
+    for name in SHARED_GENERATOR_SETTINGS:
+        if name != "points_per_side":  # the public generator keeps the grid, not its side
+            assert getattr(ours, name) == getattr(official, name), name
     assert len(official.point_grids[0]) == ours.points_per_side**2
     assert ours.max_mask_coverage is None and ours.small_region_mode == "public"
 

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from sam_core import SamConfig
-from sam_core.testing import paired_models
-from tests.sam_core.configs import TINY
+from sam_core.testing import TINY, paired_models
 
 TOLERANCE = 1e-4
 

@@ -6,8 +6,7 @@ import torch
 from segment_anything import SamPredictor as OfficialPredictor
 
 from sam_core import SamPredictor
-from sam_core.testing import paired_models
-from tests.sam_core.configs import TINY
+from sam_core.testing import TINY, paired_models
 
 
 @pytest.fixture(scope="module")
