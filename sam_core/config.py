@@ -56,6 +56,8 @@ class SamConfig:
         bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
         if bad:
             problems.append(f"encoder_global_attn_indexes {bad} lie outside 0..{self.encoder_depth - 1}")
+        if self.decoder_depth < 1:
+            problems.append(f"decoder_depth must be >= 1, got {self.decoder_depth}")
         if self.encoder_window_size < 1:
             problems.append(f"encoder_window_size must be >= 1, got {self.encoder_window_size}")
         if problems:

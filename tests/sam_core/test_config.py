@@ -33,6 +33,7 @@ def test_unknown_preset_names_the_known_ones():
         ({"encoder_global_attn_indexes": (2, 12)}, r"\[12\] lie outside"),
         ({"prompt_embed_dim": 100}, "prompt_embed_dim"),
         ({"encoder_window_size": 0}, "encoder_window_size"),
+        ({"decoder_depth": 0}, "decoder_depth must be >= 1"),
     ],
 )
 def test_invalid_configs_are_refused(changes, message):
