@@ -12,7 +12,7 @@ coverage filter come last.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -134,20 +134,18 @@ class MaskGenerator:
         found = _Candidates.concat(
             [
                 self._process_batch(
-                    embedding, input_size, points[i : i + step], model_points[i : i + step], crop, image.shape[:2]
+                    embedding,
+                    input_size,
+                    points[i : i + step],
+                    model_points[i : i + step],
+                    crop,
+                    crop_index,
+                    image.shape[:2],
                 )
                 for i in range(0, len(points), step)
             ]
         )
-        found = found.select(self._nms(found.boxes, found.iou, self.settings.box_nms_thresh))
-        return _Candidates(
-            found.rles,
-            found.boxes,
-            found.iou,
-            found.stability,
-            found.points,
-            torch.full((len(found),), crop_index, dtype=torch.int64),
-        )
+        return found.select(self._nms(found.boxes, found.iou, self.settings.box_nms_thresh))
 
     def _process_batch(
         self,
@@ -156,6 +154,7 @@ class MaskGenerator:
         points: np.ndarray,
         model_points: np.ndarray,
         crop: CropBox,
+        crop_index: int,
         image_size: tuple[int, int],
     ) -> _Candidates:
         s = self.settings
@@ -195,7 +194,7 @@ class MaskGenerator:
                     iou[index].float().cpu(),
                     stability.cpu(),
                     torch.as_tensor(points[(index // outputs).cpu().numpy()] + [crop.x0, crop.y0]),
-                    torch.zeros(len(index), dtype=torch.int64),
+                    torch.full((len(index),), crop_index, dtype=torch.int64),
                 )
             )
         return _Candidates.concat(parts)
@@ -225,7 +224,7 @@ class MaskGenerator:
         if not survivors:
             return _EMPTY
         found = found.select(torch.tensor(survivors, dtype=torch.int64))
-        found = _Candidates(rles, torch.stack(boxes), found.iou, found.stability, found.points, found.crop)
+        found = replace(found, rles=rles, boxes=torch.stack(boxes))
         threshold = max(s.box_nms_thresh, s.crop_nms_thresh)
         return found.select(self._nms(found.boxes, torch.tensor(unchanged), threshold))
 
@@ -236,7 +235,7 @@ def _to_image_frame(found: _Candidates, crops: list[CropBox], size: tuple[int, i
         rle if crops[c].layer == 0 else place_in_image(rle, (crops[c].x0, crops[c].y0), size)
         for rle, c in zip(found.rles, found.crop.tolist())
     ]
-    return _Candidates(rles, found.boxes, found.iou, found.stability, found.points, found.crop)
+    return replace(found, rles=rles)
 
 
 def _records(found: _Candidates, areas: list[int], crops: list[CropBox], with_masks: bool) -> list[dict[str, Any]]:

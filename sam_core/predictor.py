@@ -81,7 +81,7 @@ class SamPredictor:
 
     def image_embedding(self, image_index: int = 0) -> torch.Tensor:
         """The 1xPxGxG embedding of an image set before."""
-        return self._set_embeddings(image_index)[image_index : image_index + 1]
+        return self._embeddings_for(image_index)[image_index : image_index + 1]
 
     def predict(
         self,
@@ -100,7 +100,7 @@ class SamPredictor:
         leading B axis (BxNx2, BxN, Bx4, Bx1x4Gx4G). Points must lie inside the image and boxes
         must be ordered and inside it; otherwise ValueError names the offending prompts.
         """
-        self._set_embeddings(image_index)
+        self._embeddings_for(image_index)
         state = self._images[image_index]
         prompt = _Prompt.validate(
             point_coords, point_labels, box, mask_input, state.original_size, self.model.config.low_res_mask_size
@@ -131,8 +131,8 @@ class SamPredictor:
             return out
         return Prediction(out.masks[0], out.iou_predictions[0], out.low_res_logits[0])
 
-    def _set_embeddings(self, image_index: int) -> torch.Tensor:
-        """The embeddings of all images set, once `image_index` is known to name one of them."""
+    def _embeddings_for(self, image_index: int) -> torch.Tensor:
+        """The BxPxGxG embeddings of all images set, once `image_index` is known to name one of them."""
         if self._embeddings is None:
             raise RuntimeError("no image is set: call set_image or set_images before predict")
         if not 0 <= image_index < len(self._images):

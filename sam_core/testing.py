@@ -100,12 +100,7 @@ def randomize(model: torch.nn.Module, seed: int, scale: float = 0.1) -> None:
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             noise = torch.randn(tensor.shape, generator=generator) * scale
-            if (
-                "norm" in name
-                and name.endswith("weight")
-                or name.endswith("neck.1.weight")
-                or name.endswith("neck.3.weight")
-            ):
+            if name.endswith("weight") and ("norm" in name or name.endswith(("neck.1.weight", "neck.3.weight"))):
                 noise += 1.0
             if "positional_encoding_gaussian_matrix" in name:
                 noise = noise / scale
