@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 
 from sam_core import SamPredictor, build_sam
+from sam_core.config import PRESETS, SamConfig
+from sam_core.testing import build_official
 
 
 def _sync(device: str) -> None:
@@ -39,7 +41,7 @@ def _timed(fn, device: str, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="vit_h", choices=["vit_h", "vit_l", "vit_b"])
+    parser.add_argument("--model", default="vit_h", choices=sorted(PRESETS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--image", default="../shared/data/images/dog.jpg")
     parser.add_argument("--prompts", type=int, default=64, help="box prompts decoded in one batch")
@@ -53,7 +55,7 @@ def main() -> None:
     boxes = np.concatenate([corners.min(1), corners.max(1)], axis=1)
 
     torch.manual_seed(0)
-    official_model = segment_anything.sam_model_registry[args.model](checkpoint=None).to(args.device).eval()
+    official_model = build_official(SamConfig.preset(args.model)).to(args.device).eval()
     ours_model = build_sam(args.model)
     ours_model.load_state_dict(official_model.state_dict())
     ours_model = ours_model.to(args.device).eval()

@@ -50,6 +50,18 @@ OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
 }
 
 
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+"""Checkpoints shipped inside the package, named `<model>_<sha256 prefix>.pth` (see MODEL_CARD.md there)."""
+
+
+def bundled_checkpoint(model_type: str) -> Path | None:
+    """The shipped checkpoint of `model_type` (e.g. `sae_tiny`), or None if none ships."""
+    found = sorted(WEIGHTS_DIR.glob(f"{model_type}_*.pth"))
+    if len(found) > 1:
+        raise CheckpointError(f"more than one bundled checkpoint for {model_type}: {[p.name for p in found]}")
+    return found[0] if found else None
+
+
 def default_cache_dir() -> Path:
     """$SA_ENGINE_CACHE/checkpoints, else ~/.cache/sa-engine/checkpoints."""
     root = os.environ.get("SA_ENGINE_CACHE") or Path.home() / ".cache" / "sa-engine"
@@ -69,15 +81,18 @@ def fetch_checkpoint(
 ) -> Path:
     """A verified local copy of a checkpoint.
 
-    source: an official model type (`vit_h`, `vit_l`, `vit_b`: its official URL), a local
-    path, or any fsspec URL (s3://, gs://, https://, ...). Remote files are copied into
+    source: an official model type (`vit_h`, `vit_l`, `vit_b`: its official URL), the name of
+    a model whose weights ship in the package (`sae_tiny`), a local path, or any fsspec URL (s3://, gs://, https://, ...). Remote files are copied into
     `cache_dir` (default `default_cache_dir()`) through a temporary file that is renamed into
     place only once its checksum is right, so a broken download never looks finished.
     expected_sha256: a full digest or a prefix; by default the prefix carried by an
     official-style file name (`..._4b8939.pth`), else nothing is checked.
     """
     source = str(source)
-    if source in OFFICIAL_CHECKPOINTS:
+    bundled = None if source in OFFICIAL_CHECKPOINTS or "/" in source else bundled_checkpoint(source)
+    if bundled is not None:
+        source = str(bundled)
+    elif source in OFFICIAL_CHECKPOINTS:
         spec = OFFICIAL_CHECKPOINTS[source]
         source, expected_sha256 = spec.url, expected_sha256 or spec.sha256_prefix
     name = source.rstrip("/").rsplit("/", 1)[-1]

@@ -75,7 +75,7 @@ class SamConfig:
 
     @classmethod
     def preset(cls, name: str) -> SamConfig:
-        """The published configuration `vit_h`, `vit_l` or `vit_b`."""
+        """A named configuration: published `vit_h`, `vit_l`, `vit_b`, or the project's own `sae_tiny`."""
         try:
             return PRESETS[name]
         except KeyError:
@@ -120,5 +120,20 @@ PRESETS: dict[str, SamConfig] = {
         encoder_depth=12,
         encoder_num_heads=12,
         encoder_global_attn_indexes=(2, 5, 8, 11),
+    ),
+    # sa-engine's own small model (sam_core/weights, MODEL_CARD.md): 256 px input, 16x16 embedding,
+    # 64x64 low-res masks, 3.8 M parameters.
+    "sae_tiny": SamConfig(
+        name="sae_tiny",
+        image_size=256,
+        encoder_embed_dim=192,
+        encoder_depth=6,
+        encoder_num_heads=6,
+        encoder_window_size=8,
+        encoder_global_attn_indexes=(2, 5),
+        prompt_embed_dim=128,
+        decoder_num_heads=4,
+        decoder_mlp_dim=512,
+        iou_head_hidden_dim=128,
     ),
 }

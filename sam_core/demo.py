@@ -1,9 +1,11 @@
-"""Segment one photo from a point prompt and write an overlay PNG.
+"""Segment one photo and write an overlay PNG: the three masks for one point, or all automatic masks.
 
-    python -m sam_core.demo --image photo.jpg --out overlay.png [--checkpoint sam_vit_b_01ec64.pth]
+    python -m sam_core.demo --image photo.jpg --out overlay.png [--automatic]
+    python -m sam_core.demo --image photo.jpg --out overlay.png --model vit_b --checkpoint vit_b
 
-Without --checkpoint the model keeps its random initial weights: the run exercises the whole
-path (decode, embed, prompt, upsample, draw) but the masks carry no meaning.
+By default the project's own small model (`sae_tiny`) runs with its shipped weights. A
+published architecture without --checkpoint keeps random initial weights: the run exercises
+the whole path but its masks carry no meaning, and it says so.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from sam_core.checkpoints import CheckpointError, load_sam
+from sam_core.amg_settings import MaskGeneratorSettings
+from sam_core.checkpoints import CheckpointError, bundled_checkpoint, load_sam
 from sam_core.config import PRESETS
+from sam_core.mask_generator import MaskGenerator
 from sam_core.predictor import SamPredictor
 
 # One colour per multimask output, RGB.
@@ -43,13 +47,46 @@ def draw_overlay(image: np.ndarray, masks: np.ndarray, scores: np.ndarray, point
     return canvas
 
 
+def draw_automatic_overlay(image: np.ndarray, records: list[dict]) -> Image.Image:
+    """HxWx3 uint8 image beside a copy with every record's mask tinted (largest first, so
+    small masks stay visible) and outlined."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    tinted = image.astype(np.float32)
+    outlines = np.zeros(image.shape[:2], np.uint8)
+    for record in sorted(records, key=lambda r: -r["area"]):
+        mask = record["mask"]
+        tinted[mask] = 0.4 * tinted[mask] + 0.6 * rng.uniform(40, 255, 3)
+        edge = mask.astype(np.uint8) - cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
+        outlines |= edge
+    tinted[outlines > 0] = 255
+    return Image.fromarray(np.concatenate([image, tinted.astype(np.uint8)], axis=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", required=True, type=Path, help="photo to segment (any format PIL reads)")
     parser.add_argument("--out", required=True, type=Path, help="overlay PNG to write")
-    parser.add_argument("--model", default="vit_b", choices=sorted(PRESETS), help="architecture (default vit_b)")
-    parser.add_argument("--checkpoint", help="local path, fsspec URL, or official model type to fetch")
+    parser.add_argument("--model", default="sae_tiny", choices=sorted(PRESETS), help="architecture (default sae_tiny)")
+    parser.add_argument(
+        "--checkpoint", help="local path, fsspec URL, or model type to fetch (default: the model's shipped weights)"
+    )
     parser.add_argument("--point", help="x,y of a foreground point in pixels (default: the image centre)")
+    parser.add_argument("--automatic", action="store_true", help="draw all automatic masks (official preset)")
+    parser.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        default=0.0,
+        help="automatic masks: predicted-IoU filter (default 0: the shipped model's IoU head is too pessimistic "
+        "for the preset's 0.88)",
+    )
+    parser.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        default=0.2,
+        help="automatic masks: stability filter (default 0.2: the shipped model's logits are soft on photos)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
@@ -62,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(point) != 2:
         parser.error(f"--point takes x,y, got {args.point!r}")
 
+    if args.checkpoint is None and bundled_checkpoint(args.model) is not None:
+        args.checkpoint = args.model
     if args.checkpoint is None:
         print(f"no --checkpoint given: {args.model} keeps random weights, so its masks mean nothing", file=sys.stderr)
     try:
@@ -69,14 +108,25 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.automatic:
+        start = time.perf_counter()
+        settings = MaskGeneratorSettings.preset(
+            "official", pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh
+        )
+        records = MaskGenerator(model, settings).generate(image, with_masks=True)
+        draw_automatic_overlay(image, records).save(args.out)
+        print(
+            f"{args.image.name}: {w}x{h}, {len(records)} automatic masks in {time.perf_counter() - start:.1f}s "
+            f"on {args.device}; wrote {args.out}"
+        )
+        return 0
     predictor = SamPredictor(model)
     start = time.perf_counter()
     predictor.set_image(image)
     embedded = time.perf_counter()
     result = predictor.predict(np.array([point]), np.array([1]), multimask_output=True)
     done = time.perf_counter()
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     draw_overlay(image, result.masks, result.iou_predictions, point).save(args.out)
     print(
         f"{args.image.name}: {w}x{h}, point {point}, "

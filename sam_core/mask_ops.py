@@ -58,6 +58,14 @@ def near_crop_edge(boxes: torch.Tensor, crop: Sequence[int], image: Sequence[int
     return (at_crop & ~at_image).any(dim=1)
 
 
+def interior_point(mask: np.ndarray) -> tuple[float, float]:
+    """(x, y) of the pixel of an HxW bool mask farthest from its boundary (the first in row order
+    on ties); pixels outside the image count as outside the mask."""
+    distance = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return float(x), float(y)
+
+
 def encode_rles(masks: torch.Tensor) -> list[dict[str, Any]]:
     """NxHxW bool masks to COCO compressed RLEs ({"size": [H, W], "counts": str})."""
     if masks.shape[0] == 0:

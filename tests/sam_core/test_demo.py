@@ -18,7 +18,7 @@ def _demo(*args):
 def test_demo_writes_an_overlay_of_three_masks(tmp_path, shared_image_paths, dog_photo):
     dog = next(p for p in shared_image_paths if p.name == "dog.jpg")
     out = tmp_path / "overlay.png"
-    run = _demo("--image", dog, "--out", out, "--point", "400,260")
+    run = _demo("--image", dog, "--out", out, "--point", "400,260", "--model", "vit_b")
     assert run.returncode == 0, run.stderr
     assert "random weights" in run.stderr  # no checkpoint: the run says its masks mean nothing
     assert "predicted IoUs" in run.stdout and str(out) in run.stdout
@@ -40,3 +40,18 @@ def test_demo_reports_a_bad_checkpoint_and_a_bad_image(tmp_path, shared_image_pa
     text.write_text("hello")
     run = _demo("--image", text, "--out", tmp_path / "o.png")
     assert run.returncode == 2 and "cannot read image" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_demo_uses_the_shipped_model_by_default_and_draws_automatic_masks(tmp_path, shared_image_paths, dog_photo):
+    dog = next(p for p in shared_image_paths if p.name == "dog.jpg")
+    out = tmp_path / "automatic.png"
+    run = _demo("--image", dog, "--out", out, "--automatic")
+    assert run.returncode == 0, run.stderr
+    assert "random weights" not in run.stderr
+    count = int(run.stdout.split(": ", 1)[1].split(", ")[1].split()[0])
+    assert count > 0, run.stdout
+    overlay = np.asarray(Image.open(out))
+    h, w = dog_photo.shape[:2]
+    assert overlay.shape == (h, 2 * w, 3)
+    np.testing.assert_array_equal(overlay[:, :w], dog_photo)  # the photo, then its masks
+    assert (overlay[:, w:] != dog_photo).mean() > 0.05

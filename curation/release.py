@@ -1,0 +1,257 @@
+"""Writing and reading a release: tar shards of SA-1B records, Parquet indexes, manifest, _SUCCESS.
+
+Layout under one prefix (any fsspec URI), as ../shared/DESIGN.md fixes it:
+
+    shards/sa_000000.tar    sa_<id>.jpg + sa_<id>.json per image (WebDataset-readable)
+    index/images/sa_000000.parquet, index/masks/sa_000000.parquet   one file per shard
+    failures/*.parquet      inputs that could not be processed
+    manifest.json           shards with n_images, n_masks, bytes, sha256; settings; summary
+    DATASET_CARD.md
+    _SUCCESS                written last
+
+Shards are independent: `ReleaseWriter.write_shard` can run in many processes at once, and
+`finish` only lists what they wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import PurePosixPath
+from typing import Any, BinaryIO
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.json"
+SUCCESS = "_SUCCESS"
+CARD = "DATASET_CARD.md"
+MAX_MEMBER_BYTES = 256 << 20  # a single image or JSON larger than this in a shard is refused
+_STANDARD_IMAGE_FIELDS = ("image_id", "width", "height", "file_name")
+
+MASK_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.int64()),
+        ("ann_id", pa.int64()),
+        ("bbox", pa.list_(pa.float64(), 4)),
+        ("area", pa.int64()),
+        ("predicted_iou", pa.float64()),
+        ("stability_score", pa.float64()),
+        ("crop_box", pa.list_(pa.float64(), 4)),
+        ("point_coords", pa.list_(pa.list_(pa.float64(), 2))),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("rle_counts", pa.string()),
+    ]
+)
+FAILURE_SCHEMA = pa.schema([("uri", pa.string()), ("stage", pa.string()), ("error", pa.string())])
+
+
+class ReleaseError(ValueError):
+    """A release or shard that cannot be read: missing pieces, bad member names, wrong checksums."""
+
+
+@dataclass(frozen=True)
+class ReleaseImage:
+    """One image of a release: its SA-1B record and its encoded (JPEG) bytes."""
+
+    record: dict[str, Any]
+    image_bytes: bytes
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    name: str
+    n_images: int
+    n_masks: int
+    bytes: int
+    sha256: str
+
+
+def shard_name(index: int) -> str:
+    return f"sa_{index:06d}"
+
+
+def image_key(image_id: int) -> str:
+    """The file stem of an image in shards: `sa_<id>` as in SA-1B."""
+    return f"sa_{image_id}"
+
+
+class _HashingWriter:
+    """A write-only file object that passes bytes through while counting and hashing them."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self.sink, self.digest, self.size = sink, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.sink.write(data)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+
+class ReleaseWriter:
+    """Writes a release under `uri`; `storage_options` go to fsspec (e.g. an S3 endpoint)."""
+
+    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        self.root = root.rstrip("/")
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def _path(self, *parts: str) -> str:
+        return "/".join((self.root, *parts))
+
+    def write_shard(self, index: int, images: Sequence[ReleaseImage]) -> ShardSummary:
+        """Write shard `index`: the tar, then its image and mask index files."""
+        name = shard_name(index)
+        with self._open_for_write("shards", f"{name}.tar") as raw:
+            sink = _HashingWriter(raw)
+            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for item in images:
+                    key = image_key(item.record["image"]["image_id"])
+                    _add_member(tar, f"{key}.jpg", item.image_bytes)
+                    _add_member(tar, f"{key}.json", json.dumps(item.record, separators=(",", ":")).encode())
+        self._write_table(("index", "images", f"{name}.parquet"), _image_table([i.record for i in images], name))
+        self._write_table(("index", "masks", f"{name}.parquet"), _mask_table([i.record for i in images]))
+        n_masks = sum(len(i.record["annotations"]) for i in images)
+        return ShardSummary(name, len(images), n_masks, sink.size, sink.digest.hexdigest())
+
+    def write_failures(self, part: str, rows: Iterable[dict[str, str]]) -> None:
+        """failures/<part>.parquet with columns uri, stage, error (written even when empty)."""
+        self._write_table(("failures", f"{part}.parquet"), pa.Table.from_pylist(list(rows), schema=FAILURE_SCHEMA))
+
+    def finish(self, shards: Sequence[ShardSummary], settings: dict[str, Any], card: str) -> dict[str, Any]:
+        """Write manifest.json and DATASET_CARD.md, then _SUCCESS; returns the manifest."""
+        manifest = {
+            "format": "sa-engine release 1",
+            "created_unix": int(time.time()),
+            "n_images": sum(s.n_images for s in shards),
+            "n_masks": sum(s.n_masks for s in shards),
+            "shards": [asdict(s) for s in sorted(shards, key=lambda s: s.name)],
+            "settings": settings,
+        }
+        self.fs.pipe_file(self._path(MANIFEST), json.dumps(manifest, indent=2).encode())
+        self.fs.pipe_file(self._path(CARD), card.encode())
+        self.fs.pipe_file(self._path(SUCCESS), b"")
+        return manifest
+
+    def _open_for_write(self, *parts: str) -> BinaryIO:
+        path = self._path(*parts)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        return self.fs.open(path, "wb")
+
+    def _write_table(self, parts: tuple[str, ...], table: pa.Table) -> None:
+        with self._open_for_write(*parts) as f:
+            pq.write_table(table, f)
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _image_table(records: Sequence[dict[str, Any]], shard: str) -> pa.Table:
+    rows = []
+    for record in records:
+        image = record["image"]
+        row = {field: image[field] for field in _STANDARD_IMAGE_FIELDS}
+        row.update({k: v for k, v in image.items() if k not in _STANDARD_IMAGE_FIELDS})
+        row.update(shard=shard, n_masks=len(record["annotations"]))
+        rows.append(row)
+    return pa.Table.from_pylist(rows)
+
+
+def _mask_table(records: Sequence[dict[str, Any]]) -> pa.Table:
+    rows = [
+        {
+            "image_id": record["image"]["image_id"],
+            "ann_id": ann["id"],
+            "bbox": ann["bbox"],
+            "area": ann["area"],
+            "predicted_iou": ann.get("predicted_iou"),
+            "stability_score": ann.get("stability_score"),
+            "crop_box": ann["crop_box"],
+            "point_coords": ann["point_coords"],
+            "height": ann["segmentation"]["size"][0],
+            "width": ann["segmentation"]["size"][1],
+            "rle_counts": ann["segmentation"]["counts"],
+        }
+        for record in records
+        for ann in record["annotations"]
+    ]
+    return pa.Table.from_pylist(rows, schema=MASK_SCHEMA)
+
+
+def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of a finished release; ReleaseError if the release is incomplete."""
+    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    root = root.rstrip("/")
+    if not fs.exists(f"{root}/{SUCCESS}"):
+        raise ReleaseError(f"{uri} is not a finished release: {SUCCESS} is missing")
+    with fs.open(f"{root}/{MANIFEST}", "rb") as f:
+        return json.load(f)
+
+
+def shard_uris(uri: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """The shard files of a release (from its manifest), or every *.tar in a folder of SA-1B tars."""
+    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    root = root.rstrip("/")
+    if fs.exists(f"{root}/{MANIFEST}"):
+        names = [s["name"] for s in read_manifest(uri, storage_options)["shards"]]
+        paths = [f"{root}/shards/{name}.tar" for name in names]
+    else:
+        paths = sorted(fs.glob(f"{root}/*.tar"))
+    if not paths:
+        raise ReleaseError(f"{uri} holds no release manifest and no .tar shards")
+    return [fs.unstrip_protocol(p) for p in paths]
+
+
+def iter_shard(uri: str, storage_options: dict[str, Any] | None = None) -> Iterator[ReleaseImage]:
+    """The images of one tar shard in order: each `<key>.json` record with its `<key>.jpg` bytes.
+
+    Member names are checked (plain file names, no folders, no '..'), sizes are bounded, and
+    every record must come with its image; anything else raises ReleaseError naming the shard.
+    """
+    pending: dict[str, dict[str, bytes]] = {}
+    with fsspec.open(uri, "rb", **(storage_options or {})) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        for member in tar:
+            name = _checked_member_name(uri, member)
+            if name is None:
+                continue
+            key, _, extension = name.rpartition(".")
+            handle = tar.extractfile(member)
+            assert handle is not None  # a regular file, checked above
+            pending.setdefault(key, {})[extension.lower()] = handle.read()
+            parts = pending[key]
+            if "json" in parts and ("jpg" in parts or "jpeg" in parts):
+                del pending[key]
+                yield ReleaseImage(json.loads(parts["json"]), parts.get("jpg") or parts["jpeg"])
+    if pending:
+        raise ReleaseError(f"shard {uri}: entries without both an image and a record: {sorted(pending)[:5]}")
+
+
+def _checked_member_name(uri: str, member: tarfile.TarInfo) -> str | None:
+    """The member's file name, None for a directory entry; ReleaseError for anything unsafe."""
+    if member.isdir():
+        return None
+    path = PurePosixPath(member.name.removeprefix("./"))
+    if not member.isfile() or path.is_absolute() or len(path.parts) != 1 or path.name in ("", ".", ".."):
+        raise ReleaseError(f"shard {uri}: refusing member {member.name!r} (only plain files at the top level)")
+    if member.size > MAX_MEMBER_BYTES:
+        raise ReleaseError(f"shard {uri}: member {member.name!r} has {member.size} bytes, over {MAX_MEMBER_BYTES}")
+    return path.name
+
+
+def iter_release(uri: str, storage_options: dict[str, Any] | None = None) -> Iterator[ReleaseImage]:
+    """Every image of a release (or of a folder of SA-1B tars), shard by shard."""
+    for shard in shard_uris(uri, storage_options):
+        yield from iter_shard(shard, storage_options)

@@ -1,0 +1,98 @@
+"""Evaluate a SAM on a release with ground-truth masks (e.g. held-out generated scenes).
+
+    python -m pipelines.evaluate_sam --release out/scenes/heldout --model sae_tiny --max-images 100
+
+Prints and optionally writes (--json) single-point mIoU (top-ranked and best of three) and
+automatic-mask proposal recall AR@10/100/1000 (COCOeval, segm, category-agnostic). See
+`sam_core.evaluation` for the protocol; proposals use `PROPOSAL_SETTINGS` unless overridden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from itertools import islice
+
+import numpy as np
+
+from curation.images import decode_image
+from curation.release import iter_release
+from sam_core.amg_settings import MaskGeneratorSettings
+from sam_core.checkpoints import load_sam
+from sam_core.config import PRESETS
+from sam_core.evaluation import PROPOSAL_SETTINGS, GroundTruthImage, proposal_recall, single_point_miou
+from sam_core.mask_generator import MaskGenerator
+from sam_core.mask_ops import decode_rle
+from sam_core.predictor import SamPredictor
+
+
+def ground_truth_images(release: str, limit: int | None) -> list[GroundTruthImage]:
+    images = []
+    for item in islice(iter_release(release), limit):
+        annotations = item.record["annotations"]
+        masks = np.stack([decode_rle(a["segmentation"]) for a in annotations]) if annotations else None
+        pixels = decode_image(item.image_bytes)
+        if masks is None:
+            masks = np.zeros((0, *pixels.shape[:2]), bool)
+        images.append(GroundTruthImage(int(item.record["image"]["image_id"]), pixels, masks))
+    return images
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--release", required=True, help="release with ground-truth masks (any fsspec URI)")
+    parser.add_argument("--model", default="sae_tiny", choices=sorted(PRESETS), help="architecture (default sae_tiny)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="weights: path, URL or model name (default: the model's bundled weights)"
+    )
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
+    parser.add_argument("--points-per-side", type=int, default=PROPOSAL_SETTINGS.points_per_side)
+    parser.add_argument("--pred-iou-thresh", type=float, default=PROPOSAL_SETTINGS.pred_iou_thresh)
+    parser.add_argument("--stability-score-thresh", type=float, default=PROPOSAL_SETTINGS.stability_score_thresh)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    model = load_sam(args.model, args.checkpoint or args.model)
+    images = ground_truth_images(args.release, args.max_images)
+    started = time.perf_counter()
+    point = single_point_miou(SamPredictor(model), images)
+    print(
+        f"single point: mIoU top-ranked {point.miou_top:.3f}, best of three {point.miou_best:.3f} "
+        f"over {point.n_masks} masks ({time.perf_counter() - started:.0f} s)",
+        file=sys.stderr,
+    )
+    settings = MaskGeneratorSettings(
+        **{
+            **asdict(PROPOSAL_SETTINGS),
+            "points_per_side": args.points_per_side,
+            "pred_iou_thresh": args.pred_iou_thresh,
+            "stability_score_thresh": args.stability_score_thresh,
+        }
+    )
+    started = time.perf_counter()
+    proposals = proposal_recall(MaskGenerator(model, settings), images)
+    print(
+        f"proposals: AR@100 {proposals.ar_100:.3f}, AR@1000 {proposals.ar_1000:.3f}, "
+        f"{proposals.mean_proposals:.0f} per image ({time.perf_counter() - started:.0f} s)",
+        file=sys.stderr,
+    )
+    result = {
+        "release": args.release,
+        "model": args.model,
+        "checkpoint": args.checkpoint or args.model,
+        "single_point": asdict(point),
+        "proposals": asdict(proposals),
+        "proposal_settings": asdict(settings),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

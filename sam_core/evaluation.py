@@ -1,0 +1,148 @@
+"""Evaluating a SAM against ground-truth masks: single-point mIoU and automatic-mask proposal recall.
+
+Single point: each ground-truth mask is prompted with one foreground point, the mask pixel
+farthest from its boundary (the point SAM's paper uses for its single-point evaluations). With
+multimask output the model gives three masks; "top" scores the one it ranks first by predicted
+IoU, "best" the one closest to the ground truth (the oracle of the paper's figures).
+
+Proposals: the automatic mask generator's masks, ranked by predicted IoU, scored by pycocotools'
+COCOeval (segm, category-agnostic) as average recall over IoU thresholds 0.50:0.05:0.95 with at
+most 100 and 1000 proposals per image (AR@100, AR@1000), also split by object size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from sam_core.amg_settings import MaskGeneratorSettings
+from sam_core.mask_generator import MaskGenerator
+from sam_core.mask_ops import encode_rles, interior_point
+from sam_core.predictor import SamPredictor
+
+PROPOSAL_LIMITS = (10, 100, 1000)
+# Proposals for recall: every mask of the official 32x32 grid, de-duplicated by box NMS at 0.7 and
+# ranked by predicted IoU; the quality filters are off, since recall at N proposals is a question
+# of ranking (the paper's proposal evaluation also relaxed its automatic pipeline).
+PROPOSAL_SETTINGS = MaskGeneratorSettings(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+@dataclass(frozen=True)
+class GroundTruthImage:
+    """image: HxWx3 uint8 RGB; masks: NxHxW bool ground-truth masks."""
+
+    image_id: int
+    image: np.ndarray
+    masks: np.ndarray
+
+
+@dataclass(frozen=True)
+class PointScores:
+    miou_top: float
+    miou_best: float
+    n_masks: int
+
+
+@dataclass(frozen=True)
+class ProposalScores:
+    ar_10: float
+    ar_100: float
+    ar_1000: float
+    ar_1000_small: float
+    ar_1000_medium: float
+    ar_1000_large: float
+    mean_proposals: float
+    n_images: int
+    n_masks: int
+
+
+def _iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of ...xHxW bool predictions with an HxW bool ground truth."""
+    inter = np.logical_and(predicted, truth).sum((-2, -1))
+    union = np.logical_or(predicted, truth).sum((-2, -1))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def single_point_miou(predictor: SamPredictor, images: Iterable[GroundTruthImage]) -> PointScores:
+    """mIoU over all ground-truth masks of the top-ranked and of the best of the three masks."""
+    top, best = [], []
+    for item in images:
+        if len(item.masks) == 0:
+            continue
+        predictor.set_image(item.image)
+        points = np.array([interior_point(mask) for mask in item.masks])[:, None, :]
+        labels = np.ones(points.shape[:2], dtype=np.int64)
+        prediction = predictor.predict(points, labels, multimask_output=True)
+        for masks, scores, truth in zip(prediction.masks, prediction.iou_predictions, item.masks):
+            ious = _iou(masks, truth)
+            top.append(float(ious[int(np.argmax(scores))]))
+            best.append(float(ious.max()))
+    if not top:
+        raise ValueError("no ground-truth masks to evaluate")
+    return PointScores(float(np.mean(top)), float(np.mean(best)), len(top))
+
+
+def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]) -> ProposalScores:
+    """AR@10/100/1000 of the generator's masks against the ground truth, via COCOeval."""
+    gt_images, gt_annotations, detections = [], [], []
+    for item in images:
+        height, width = item.image.shape[:2]
+        gt_images.append({"id": item.image_id, "height": height, "width": width})
+        for rle, mask in zip(encode_rles(torch.from_numpy(np.ascontiguousarray(item.masks))), item.masks):
+            ys, xs = np.nonzero(mask)
+            bbox = [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)]
+            gt_annotations.append(
+                {
+                    "id": len(gt_annotations) + 1,
+                    "image_id": item.image_id,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "segmentation": rle,
+                    "area": float(mask.sum()),
+                    "bbox": bbox,
+                }
+            )
+        for record in generator.generate(item.image):
+            detections.append(
+                {
+                    "image_id": item.image_id,
+                    "category_id": 1,
+                    "segmentation": record["segmentation"],
+                    "score": record["predicted_iou"],
+                }
+            )
+    if not gt_annotations:
+        raise ValueError("no ground-truth masks to evaluate")
+    truth = COCO()
+    truth.dataset = {"images": gt_images, "annotations": gt_annotations, "categories": [{"id": 1, "name": "object"}]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth.createIndex()
+        found = truth.loadRes(detections) if detections else None
+    if found is None:
+        return ProposalScores(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, len(gt_images), len(gt_annotations))
+    evaluation = COCOeval(truth, found, iouType="segm")
+    evaluation.params.useCats = 0
+    evaluation.params.maxDets = list(PROPOSAL_LIMITS)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    stats = [max(float(v), 0.0) for v in evaluation.stats]  # COCOeval reports -1 where nothing is defined
+    return ProposalScores(
+        ar_10=stats[6],
+        ar_100=stats[7],
+        ar_1000=stats[8],
+        ar_1000_small=stats[9],
+        ar_1000_medium=stats[10],
+        ar_1000_large=stats[11],
+        mean_proposals=len(detections) / len(gt_images),
+        n_images=len(gt_images),
+        n_masks=len(gt_annotations),
+    )
