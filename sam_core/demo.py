@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -50,8 +51,6 @@ def draw_overlay(image: np.ndarray, masks: np.ndarray, scores: np.ndarray, point
 def draw_automatic_overlay(image: np.ndarray, records: list[dict]) -> Image.Image:
     """HxWx3 uint8 image beside a copy with every record's mask tinted (largest first, so
     small masks stay visible) and outlined."""
-    import cv2
-
     rng = np.random.default_rng(0)
     tinted = image.astype(np.float32)
     outlines = np.zeros(image.shape[:2], np.uint8)

@@ -24,7 +24,7 @@ from pycocotools.cocoeval import COCOeval
 
 from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.mask_generator import MaskGenerator
-from sam_core.mask_ops import encode_rles, interior_point
+from sam_core.mask_ops import encode_rles, interior_point, masks_to_boxes
 from sam_core.predictor import SamPredictor
 
 PROPOSAL_LIMITS = (10, 100, 1000)
@@ -95,9 +95,9 @@ def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]
     for item in images:
         height, width = item.image.shape[:2]
         gt_images.append({"id": item.image_id, "height": height, "width": width})
-        for rle, mask in zip(encode_rles(torch.from_numpy(np.ascontiguousarray(item.masks))), item.masks):
-            ys, xs = np.nonzero(mask)
-            bbox = [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)]
+        masks = torch.from_numpy(np.ascontiguousarray(item.masks))
+        for rle, mask, (x0, y0, x1, y1) in zip(encode_rles(masks), item.masks, masks_to_boxes(masks).tolist()):
+            bbox = [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)]
             gt_annotations.append(
                 {
                     "id": len(gt_annotations) + 1,

@@ -177,6 +177,7 @@ class Trainer:
             targets = F.interpolate(targets[:, None], (size, size), mode="area")[:, 0]
             valid = F.interpolate(valid, (size, size), mode="area")
         scale = image_size / size  # correction points found at the loss resolution, placed at cell centres
+        targets_host, valid_host = targets.cpu(), valid.cpu()  # prompts are sampled on the host generator
         image_pe = model.prompt_encoder.get_dense_pe()
         sums = dict.fromkeys(("loss", "focal", "dice", "iou_mse"), 0.0)
         ious = []
@@ -197,7 +198,7 @@ class Trainer:
             sums["iou_mse"] += iou_mse.detach()
             ious.append(true_iou[rows, best].mean())
             chosen = logits[rows, best].detach()
-            new_coords, new_labels = correction_points(chosen.cpu() > 0, targets.cpu(), valid.cpu(), self.generator)
+            new_coords, new_labels = correction_points(chosen.cpu() > 0, targets_host, valid_host, self.generator)
             new_coords = (new_coords * scale + (scale - 1) / 2).to(targets.device)
             new_labels = new_labels.to(targets.device)
             coords = new_coords if coords is None else torch.cat([coords, new_coords], 1)
