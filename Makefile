@@ -1,4 +1,4 @@
-# sa-engine: `make demo` sets up and runs the main job; `make test` sets up and runs every test.
+# sa-engine: `make job` sets up and runs the main job; `make test` sets up and runs every test.
 # Both bootstrap their own virtual environment in .venv (re-made when pyproject.toml changes).
 
 PYTHON ?= python3
@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SHARED_IMAGES ?= ../shared/data/images
 DEMO_OUT ?= out/demo
+JOB_OUT ?= out/release
 
-.PHONY: setup demo test clean
+.PHONY: setup job demo test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The main job on the embedded default: local Ray, local folders, the shipped sae_tiny model.
+job: $(STAMP)
+	$(PY) pipelines/amg.py --input $(SHARED_IMAGES) --output $(JOB_OUT)
 
 # The shipped sae_tiny model: the three masks for a point on the dog, and automatic masks of every photo.
 demo: $(STAMP)

@@ -1,25 +1,32 @@
-"""Decoding untrusted image bytes into RGB arrays, with a decompression-bomb limit."""
+"""Decoding untrusted image bytes into RGB arrays, with size limits, and resizing for release."""
 
 from __future__ import annotations
 
 import io
 import warnings
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from sam_core.image import as_rgb_uint8
+
 MAX_PIXELS = 100_000_000  # larger images are refused before their pixels are decoded
+MIN_SIDE = 32  # smaller images are refused: too few pixels for a meaningful mask
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class ImageDecodeError(ValueError):
     """Bytes that do not decode to a usable image; the message says why."""
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int = 1) -> np.ndarray:
     """Encoded image bytes to HxWx3 uint8 RGB, EXIF orientation applied.
 
-    The header's size is checked against `max_pixels` before decoding; anything PIL cannot
-    read (empty, truncated, not an image) raises ImageDecodeError.
+    Grayscale, palette, RGBA (alpha ignored), CMYK and 16-bit grayscale (scaled by 255/65535)
+    become RGB. The header's size is checked against `max_pixels` and `min_side` before the
+    pixels are decoded; anything PIL cannot read (empty, truncated, not an image) raises
+    ImageDecodeError.
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
@@ -30,7 +37,11 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageDecodeError(f"{width}x{height} image exceeds the limit of {max_pixels} pixels")
+            if min(width, height) < min_side:
+                raise ImageDecodeError(f"{width}x{height} image is smaller than the minimum side of {min_side} px")
             image = ImageOps.exif_transpose(image)
+            if image.mode in _SIXTEEN_BIT_MODES:
+                return as_rgb_uint8(np.clip(np.asarray(image), 0, 65535).astype(np.uint16))
             return np.asarray(image.convert("RGB"))
     except ImageDecodeError:
         raise
@@ -38,3 +49,31 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageDecodeError(f"image exceeds the limit of decodable pixels: {error}") from error
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageDecodeError(f"cannot decode image: {error}") from error
+
+
+def fit_short_side(size: tuple[int, int], short_side: int) -> tuple[int, int]:
+    """(height, width) scaled so that the shorter side is `short_side`; never enlarged."""
+    height, width = size
+    scale = min(1.0, short_side / min(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def fit_long_side(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(height, width) scaled so that the longer side is at most `long_side`; never enlarged."""
+    height, width = size
+    scale = min(1.0, long_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWxC uint8 to the (height, width) `size` with area averaging (the image itself if unchanged)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """HxWx3 uint8 RGB to JPEG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

@@ -50,7 +50,12 @@ MASK_SCHEMA = pa.schema(
         ("rle_counts", pa.string()),
     ]
 )
-FAILURE_SCHEMA = pa.schema([("uri", pa.string()), ("stage", pa.string()), ("error", pa.string())])
+FAILURE_SCHEMA = pa.schema(
+    [("image_id", pa.int64()), ("uri", pa.string()), ("stage", pa.string()), ("error", pa.string())]
+)
+"""One row per input that could not be released; `image_id` is the id it was planned under (may be null)."""
+PROGRESS = "_progress"
+"""Folder of shard commit markers (`<shard>.json`), each written after all of its shard's files."""
 
 
 class ReleaseError(ValueError):
@@ -72,6 +77,17 @@ class ShardSummary:
     n_masks: int
     bytes: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class ShardCommit:
+    """What one committed shard accounts for: its tar (None when every input of it failed),
+    and the ids of every planned input it holds, released or failed."""
+
+    name: str
+    shard: ShardSummary | None
+    image_ids: list[int]
+    n_failed: int
 
 
 def shard_name(index: int) -> str:
@@ -106,8 +122,12 @@ class ReleaseWriter:
         self.root = root.rstrip("/")
         self.fs.makedirs(self.root, exist_ok=True)
 
-    def _path(self, *parts: str) -> str:
+    def path(self, *parts: str) -> str:
+        """The full path of `parts` under the release root (no protocol)."""
         return "/".join((self.root, *parts))
+
+    def is_finished(self) -> bool:
+        return self.fs.exists(self.path(SUCCESS))
 
     def write_shard(self, index: int, images: Sequence[ReleaseImage]) -> ShardSummary:
         """Write shard `index`: the tar, then its image and mask index files."""
@@ -124,11 +144,64 @@ class ReleaseWriter:
         n_masks = sum(len(i.record["annotations"]) for i in images)
         return ShardSummary(name, len(images), n_masks, sink.size, sink.digest.hexdigest())
 
-    def write_failures(self, part: str, rows: Iterable[dict[str, str]]) -> None:
-        """failures/<part>.parquet with columns uri, stage, error (written even when empty)."""
+    def write_failures(self, part: str, rows: Iterable[dict[str, Any]]) -> None:
+        """failures/<part>.parquet with the columns of FAILURE_SCHEMA (written even when empty)."""
         self._write_table(("failures", f"{part}.parquet"), pa.Table.from_pylist(list(rows), schema=FAILURE_SCHEMA))
 
-    def finish(self, shards: Sequence[ShardSummary], settings: dict[str, Any], card: str) -> dict[str, Any]:
+    def commit_shard(
+        self, index: int, images: Sequence[ReleaseImage], failures: Sequence[dict[str, Any]]
+    ) -> ShardCommit:
+        """Shard `index` of a resumable job: its tar and indexes (if any image), its failures
+        (if any), then its marker in _progress/ last. Rewriting the same shard overwrites it."""
+        name = shard_name(index)
+        shard = self.write_shard(index, images) if images else None
+        if failures:
+            self.write_failures(name, failures)
+        ids = [i.record["image"]["image_id"] for i in images] + [f["image_id"] for f in failures]
+        commit = ShardCommit(name, shard, sorted(ids), len(failures))
+        self.write_bytes((PROGRESS, f"{name}.json"), json.dumps(asdict(commit)).encode())
+        return commit
+
+    def commits(self) -> list[ShardCommit]:
+        """Every committed shard, by name."""
+        paths = sorted(self.fs.glob(self.path(PROGRESS, "*.json")))
+        found = []
+        for raw in self.fs.cat(paths).values() if paths else []:
+            data = json.loads(raw)
+            shard = ShardSummary(**data["shard"]) if data["shard"] else None
+            found.append(ShardCommit(data["name"], shard, data["image_ids"], data["n_failed"]))
+        return sorted(found, key=lambda c: c.name)
+
+    def failure_counts(self) -> dict[str, int]:
+        """Rows of the failures table by stage."""
+        counts: dict[str, int] = {}
+        for path in self.fs.glob(self.path("failures", "*.parquet")):
+            with self.fs.open(path, "rb") as f:
+                for stage in pq.read_table(f, columns=["stage"])["stage"].to_pylist():
+                    counts[stage] = counts.get(stage, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def remove_uncommitted(self) -> list[str]:
+        """Delete shard files (tars, index files, failures) that no commit marker vouches for:
+        the leftovers of a run that died while writing. Returns what was deleted."""
+        committed = {c.name for c in self.commits()}
+        leftovers = [
+            path
+            for pattern in ("shards/*.tar", "index/images/*.parquet", "index/masks/*.parquet", "failures/*.parquet")
+            for path in self.fs.glob(self.path(pattern))
+            if PurePosixPath(path).stem not in committed
+        ]
+        for path in leftovers:
+            self.fs.rm_file(path)
+        return leftovers
+
+    def finish(
+        self,
+        shards: Sequence[ShardSummary],
+        settings: dict[str, Any],
+        card: str,
+        summary: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Write manifest.json and DATASET_CARD.md, then _SUCCESS; returns the manifest."""
         manifest = {
             "format": "sa-engine release 1",
@@ -137,14 +210,20 @@ class ReleaseWriter:
             "n_masks": sum(s.n_masks for s in shards),
             "shards": [asdict(s) for s in sorted(shards, key=lambda s: s.name)],
             "settings": settings,
+            "summary": summary or {},
         }
-        self.fs.pipe_file(self._path(MANIFEST), json.dumps(manifest, indent=2).encode())
-        self.fs.pipe_file(self._path(CARD), card.encode())
-        self.fs.pipe_file(self._path(SUCCESS), b"")
+        self.write_bytes((MANIFEST,), json.dumps(manifest, indent=2).encode())
+        self.write_bytes((CARD,), card.encode())
+        self.write_bytes((SUCCESS,), b"")
         return manifest
 
+    def write_bytes(self, parts: tuple[str, ...], data: bytes) -> None:
+        """Write `data` to the file `parts` under the root, creating folders where the filesystem has them."""
+        with self._open_for_write(*parts) as f:
+            f.write(data)
+
     def _open_for_write(self, *parts: str) -> BinaryIO:
-        path = self._path(*parts)
+        path = self.path(*parts)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         return self.fs.open(path, "wb")
 

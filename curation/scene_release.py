@@ -11,7 +11,6 @@ generated in parallel processes. Ground-truth annotations carry no model scores:
 from __future__ import annotations
 
 import argparse
-import io
 import multiprocessing
 import os
 import sys
@@ -20,8 +19,8 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-from PIL import Image
 
+from curation.images import encode_jpeg
 from curation.release import ReleaseImage, ReleaseWriter, ShardSummary
 from curation.scenes import SceneSettings, generate_scene
 from sam_core.mask_ops import encode_rles, interior_point, masks_to_boxes
@@ -61,9 +60,7 @@ def scene_record(image_id: int, seed: int, index: int, settings: SceneSettings) 
         },
         "annotations": annotations,
     }
-    encoded = io.BytesIO()
-    Image.fromarray(scene.image).save(encoded, format="JPEG", quality=JPEG_QUALITY)
-    return ReleaseImage(record, encoded.getvalue())
+    return ReleaseImage(record, encode_jpeg(scene.image, JPEG_QUALITY))
 
 
 def _write_shard(

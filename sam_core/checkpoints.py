@@ -54,6 +54,18 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 """Checkpoints shipped inside the package, named `<model>_<sha256 prefix>.pth` (see MODEL_CARD.md there)."""
 
 
+BUNDLED_GENERATOR_OVERRIDES: dict[str, dict[str, float]] = {
+    # sae_tiny's IoU head predicts 0.1-0.3 and its logits are soft (weights/MODEL_CARD.md), so the
+    # presets' 0.88 / 0.95 would keep no mask at all.
+    "sae_tiny": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.2},
+}
+
+
+def bundled_generator_overrides(model_type: str) -> dict[str, float]:
+    """Mask-generator thresholds that suit the shipped weights of `model_type` (empty if none ship)."""
+    return dict(BUNDLED_GENERATOR_OVERRIDES.get(model_type, {}))
+
+
 def bundled_checkpoint(model_type: str) -> Path | None:
     """The shipped checkpoint of `model_type` (e.g. `sae_tiny`), or None if none ships."""
     found = sorted(WEIGHTS_DIR.glob(f"{model_type}_*.pth"))

@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from sam_core.amg_settings import MaskGeneratorSettings
-from sam_core.checkpoints import CheckpointError, bundled_checkpoint, load_sam
+from sam_core.checkpoints import CheckpointError, bundled_checkpoint, bundled_generator_overrides, load_sam
 from sam_core.config import PRESETS
 from sam_core.mask_generator import MaskGenerator
 from sam_core.predictor import SamPredictor
@@ -76,15 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pred-iou-thresh",
         type=float,
-        default=0.0,
-        help="automatic masks: predicted-IoU filter (default 0: the shipped model's IoU head is too pessimistic "
-        "for the preset's 0.88)",
+        help="automatic masks: predicted-IoU filter (default: the preset's, or what suits shipped weights)",
     )
     parser.add_argument(
         "--stability-score-thresh",
         type=float,
-        default=0.2,
-        help="automatic masks: stability filter (default 0.2: the shipped model's logits are soft on photos)",
+        help="automatic masks: stability filter (default: the preset's, or what suits shipped weights)",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
@@ -110,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.automatic:
         start = time.perf_counter()
-        settings = MaskGeneratorSettings.preset(
-            "official", pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh
-        )
+        overrides = bundled_generator_overrides(args.model) if args.checkpoint == args.model else {}
+        given = {"pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_score_thresh}
+        overrides.update({k: v for k, v in given.items() if v is not None})
+        settings = MaskGeneratorSettings.preset("official", **overrides)
         records = MaskGenerator(model, settings).generate(image, with_masks=True)
         draw_automatic_overlay(image, records).save(args.out)
         print(

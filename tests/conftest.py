@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from tests.ray_cluster import LOOPBACK_ONLY
+
+os.environ.update(LOOPBACK_ONLY)  # before any test module imports ray: every Ray the tests start stays on 127.0.0.1
 
 import numpy as np
 import pytest

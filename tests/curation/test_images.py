@@ -1,12 +1,11 @@
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from curation.images import ImageDecodeError, decode_image
+from curation.images import ImageDecodeError, decode_image, fit_long_side, fit_short_side
+from tests.image_zoo import awkward_files, png_claiming
 
 
 def _encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -36,17 +35,32 @@ def test_bad_bytes_raise_a_clear_error(dog_photo, data, message):
         decode_image(data)
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    """A small PNG whose header says width x height (a decompression bomb's first bytes)."""
-    data = bytearray(_encoded(Image.new("L", (8, 8)), "PNG"))
-    ihdr = data.index(b"IHDR")
-    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
-    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
-    return bytes(data)
-
-
 @pytest.mark.parametrize(("size", "limit"), [((50000, 50000), None), ((12000, 10000), 100_000_000)])
 def test_a_huge_header_is_refused_before_decoding(size, limit):
-    data = _png_claiming(*size)
+    data = png_claiming(*size)
     with pytest.raises(ImageDecodeError, match="exceeds the limit"):
         decode_image(data) if limit is None else decode_image(data, max_pixels=limit)
+
+
+def test_awkward_but_valid_files_decode_to_rgb():
+    files = {name: decode_image(data) for name, data in awkward_files().items()}
+    assert all(image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 for image in files.values())
+    rgba, cmyk = files["rgba.png"].astype(int), files["cmyk.jpg"].astype(int)
+    assert np.abs(cmyk - rgba).mean() < 12  # CMYK comes back as the same colours, up to JPEG loss
+    gray = files["gray16.png"]
+    assert gray.max() > 200 and gray.min() < 40 and (gray[..., 0] == gray[..., 2]).all()  # scaled, not clipped
+    assert files["rotated.jpg"].shape[:2] == rgba.shape[1::-1]
+
+
+def test_images_below_the_minimum_side_are_refused():
+    tiny = _encoded(Image.new("RGB", (8, 8)), "PNG")
+    assert decode_image(tiny).shape == (8, 8, 3)
+    with pytest.raises(ImageDecodeError, match="smaller than the minimum side of 32"):
+        decode_image(tiny, min_side=32)
+
+
+def test_fitting_sizes_never_enlarges():
+    assert fit_short_side((3000, 4500), 1500) == (1500, 2250)
+    assert fit_short_side((600, 800), 1500) == (600, 800)
+    assert fit_long_side((3000, 4500), 1024) == (683, 1024)
+    assert fit_long_side((600, 800), 1024) == (600, 800)

@@ -94,3 +94,25 @@ def test_a_record_without_its_image_is_an_error(tmp_path):
     _tar(tmp_path / "half.tar", [("sa_1.json", json.dumps(_record(1, 0)).encode())])
     with pytest.raises(ReleaseError, match="without both"):
         list(iter_shard(str(tmp_path / "half.tar")))
+
+
+def test_committed_shards_survive_and_leftovers_are_removed(tmp_path):
+    writer = ReleaseWriter(str(tmp_path / "rel"))
+    failure = {"image_id": 4, "uri": "file:///bad.jpg", "stage": "decode", "error": "empty file (0 bytes)"}
+    first = writer.commit_shard(1, [ReleaseImage(_record(1, 2), b"jpeg-1")], [failure])
+    only_failures = writer.commit_shard(5, [], [{**failure, "image_id": 5}])
+    assert first.image_ids == [1, 4] and first.n_failed == 1 and first.shard.n_masks == 2
+    assert only_failures.shard is None and not (tmp_path / "rel" / "shards" / "sa_000005.tar").exists()
+    # a run that died while writing shard 9: files but no commit marker
+    writer.write_shard(9, [ReleaseImage(_record(9, 1), b"jpeg-9")])
+    writer.write_failures("sa_000009", [])
+    removed = writer.remove_uncommitted()
+    assert sorted(p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1] for p in removed) == [
+        "failures/sa_000009.parquet",
+        "images/sa_000009.parquet",
+        "masks/sa_000009.parquet",
+        "shards/sa_000009.tar",
+    ]
+    assert writer.commits() == [first, only_failures]
+    assert writer.failure_counts() == {"decode": 2}
+    assert (tmp_path / "rel" / "shards" / "sa_000001.tar").exists()

@@ -1,0 +1,258 @@
+"""Automatic masks for every image under an input URI, released as an SA-1B-style dataset.
+
+    python pipelines/amg.py --input photos/ --output out/release
+    ray job submit --working-dir . -- python pipelines/amg.py --config cluster_job.yaml
+
+Run directly, it starts an embedded local Ray and uses the shipped `sae_tiny` model; under
+`ray job submit` it joins the job's cluster. The plan, as Ray Data stages:
+
+    read the plan -> load_images (CPU) -> blocks of one model batch -> MaskStage (actor pool, GPU)
+                  -> make_records (CPU) -> write_shard (CPU)
+
+Exactly once: the input is listed once and saved with the job's settings under
+`<output>/_plan/`; every shard commits a marker in `<output>/_progress/` after its files. A
+rerun on the same output (after a crash, a stopped job, a killed driver) deletes files no
+marker vouches for, processes only inputs no committed shard holds, then writes the manifest,
+the card and `_SUCCESS`. A finished release is left as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+if __package__ in (None, ""):  # run as a script (`python pipelines/amg.py`): make the repo importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from curation.card import release_card
+from curation.inputs import InputError, plan_inputs
+from curation.job_plan import PlanMismatchError, load_or_create_plan
+from curation.release import ReleaseWriter, ShardCommit, read_manifest
+from pipelines.amg_config import JobConfig, build_parser, config_from_args, with_gpus
+from pipelines.amg_stages import MaskStage, load_images, make_records, write_shard
+from sam_core.checkpoints import CheckpointError, bundled_checkpoint, fetch_checkpoint, file_sha256
+from sam_core.config import SamConfig
+
+if TYPE_CHECKING:
+    import ray.data
+
+PLAN_BLOCK_ROWS = 16
+"""Rows per input block: small blocks let the first stage spread over many tasks."""
+MAX_PLAN_BLOCKS = 20_000
+LOADER_CPUS = 0.5
+"""Reading waits on storage much of the time; and a resource shape unlike the model actor's keeps
+Ray Data from fusing decoding into the actor, where it would hold up the GPU."""
+
+
+class JobError(RuntimeError):
+    """The job cannot finish the release; the message says what to do."""
+
+
+def log(message: str) -> None:
+    print(f"[amg] {message}", file=sys.stderr, flush=True)
+
+
+def resolve_checkpoint(config: JobConfig) -> tuple[str | None, str]:
+    """(the checkpoint the actors load, its sha256; "" for random weights)."""
+    source = config.checkpoint
+    if source is None and bundled_checkpoint(config.model) is not None:
+        source = config.model
+    if source is None:
+        log(f"no checkpoint: {config.model} keeps random weights, so its masks mean nothing")
+        return None, ""
+    return source, file_sha256(fetch_checkpoint(source))
+
+
+def pending_inputs(plan: pa.Table, commits: list[ShardCommit]) -> pa.Table:
+    """Rows of `plan` that no committed shard holds; JobError if a committed id is held twice."""
+    held = Counter(i for c in commits for i in c.image_ids)
+    twice = [i for i, n in held.items() if n > 1]
+    if twice:
+        raise JobError(f"image ids {sorted(twice)[:5]} are in more than one committed shard; the release is corrupt")
+    done = pa.array(sorted(held), pa.int64())
+    return plan.filter(pc.invert(pc.is_in(plan["image_id"], value_set=done)))
+
+
+def build_dataset(
+    rows: pa.Table, config: JobConfig, checkpoint: str | None, checkpoint_sha256: str
+) -> ray.data.Dataset:
+    import ray.data
+
+    settings = config.generator_settings()
+    model_long_side = SamConfig.preset(config.model).image_size * 2**settings.crop_n_layers
+    block_rows = max(PLAN_BLOCK_ROWS, -(-rows.num_rows // MAX_PLAN_BLOCKS))
+    rows = rows.append_column("stage", pa.array([""] * rows.num_rows)).append_column(
+        "error", pa.array([""] * rows.num_rows)
+    )
+    blocks = [rows.slice(start, block_rows) for start in range(0, rows.num_rows, block_rows)]
+    return (
+        ray.data.from_arrow(blocks)
+        .map_batches(
+            load_images,
+            batch_size=PLAN_BLOCK_ROWS,
+            batch_format="numpy",
+            num_cpus=LOADER_CPUS,
+            fn_kwargs={
+                "storage_options": config.storage_options,
+                "release_short_side": config.release_short_side,
+                "model_long_side": model_long_side,
+                "jpeg_quality": config.jpeg_quality,
+                "min_side": config.min_side,
+                "max_pixels": config.max_pixels,
+            },
+        )
+        # Streaming (no all-to-all): blocks of one model batch each, so that every actor call's
+        # output moves on at once instead of waiting for a whole input block of images.
+        .repartition(target_num_rows_per_block=config.batch_size)
+        .map_batches(
+            MaskStage,
+            batch_size=config.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=config.actors),
+            num_gpus=config.gpus_per_actor,
+            num_cpus=config.cpus_per_actor,
+            fn_constructor_kwargs={
+                "model": config.model,
+                "checkpoint": checkpoint,
+                "checkpoint_sha256": checkpoint_sha256,
+                "settings": asdict(settings),
+                "device": config.device,
+            },
+        )
+        .map_batches(make_records, batch_size=config.batch_size, batch_format="numpy")
+        .map_batches(
+            write_shard,
+            batch_size=config.shard_size,
+            batch_format="numpy",
+            fn_kwargs={"output": config.output, "storage_options": config.storage_options},
+        )
+    )
+
+
+class Progress:
+    """One line per committed shard: counts, rate and time left."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.start = total, time.monotonic()
+        self.shards = self.images = self.masks = self.failed = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.shards += 1
+        self.images += int(row["n_images"])
+        self.masks += int(row["n_masks"])
+        self.failed += int(row["n_failed"])
+        done = self.images + self.failed
+        rate = done / max(time.monotonic() - self.start, 1e-9)
+        left = (self.total - done) / rate if rate > 0 else float("inf")
+        log(
+            f"shard {row['shard']} committed ({int(row['n_images'])} images, {int(row['n_failed'])} failed) | "
+            f"{done}/{self.total} inputs, {self.masks} masks, {self.failed} failures | "
+            f"{rate:.2f} images/s | {left / 60:.1f} min left"
+        )
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.start
+
+
+def run(config: JobConfig) -> dict[str, Any]:
+    """Run (or resume, or confirm) the release of `config`; returns its manifest."""
+    writer = ReleaseWriter(config.output, config.storage_options)
+    if writer.is_finished():
+        log(f"{config.output} is already a finished release; nothing to do")
+        return read_manifest(config.output, config.storage_options)
+    checkpoint, checkpoint_sha256 = resolve_checkpoint(config)
+    plan, resumed = load_or_create_plan(
+        writer,
+        config.identity(checkpoint_sha256),
+        lambda: plan_inputs(config.input, config.storage_options, config.first_id),
+    )
+    removed = writer.remove_uncommitted()
+    pending = pending_inputs(plan, writer.commits())
+    log(
+        f"{'resuming' if resumed else 'starting'}: {plan.num_rows} inputs planned, {pending.num_rows} to do"
+        + (f"; removed {len(removed)} files of unfinished shards" if removed else "")
+    )
+    progress = Progress(pending.num_rows)
+    if pending.num_rows:
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        for row in build_dataset(pending, config, checkpoint, checkpoint_sha256).iter_rows():
+            progress.add(row)
+    return finish(writer, config, plan, checkpoint, checkpoint_sha256, progress)
+
+
+def finish(
+    writer: ReleaseWriter, config: JobConfig, plan: pa.Table, checkpoint: str | None, sha256: str, progress: Progress
+) -> dict[str, Any]:
+    commits = writer.commits()
+    missing = pending_inputs(plan, commits)
+    if missing.num_rows:
+        raise JobError(
+            f"{missing.num_rows} planned inputs are in no committed shard (e.g. {missing['uri'][0]}); rerun the job"
+        )
+    shards = [c.shard for c in commits if c.shard is not None]
+    n_images, n_failed = sum(s.n_images for s in shards), sum(c.n_failed for c in commits)
+    n_masks = sum(s.n_masks for s in shards)
+    summary = {
+        "n_inputs": plan.num_rows,
+        "n_images": n_images,
+        "n_masks": n_masks,
+        "n_failed": n_failed,
+        "masks_per_image": round(n_masks / n_images, 2) if n_images else 0.0,
+        "last_run_images": progress.images + progress.failed,
+        "last_run_seconds": round(progress.seconds, 1),
+        "last_run_images_per_second": round((progress.images + progress.failed) / max(progress.seconds, 1e-9), 3),
+    }
+    settings = {
+        **config.identity(sha256),
+        "checkpoint": checkpoint,
+        "preset": config.preset,
+        "engine": "sa-engine pipelines/amg.py",
+    }
+    manifest = writer.finish(shards, settings, release_card(summary, settings, writer.failure_counts()), summary)
+    log(
+        f"done: {n_images} images released, {n_failed} failed, {n_masks} masks "
+        f"({summary['masks_per_image']} per image); this run {summary['last_run_images']} inputs in "
+        f"{summary['last_run_seconds']} s ({summary['last_run_images_per_second']} images/s) -> {config.output}"
+    )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(__doc__)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
+    embedded = not (config.ray_address or os.environ.get("RAY_ADDRESS"))  # `ray job submit` sets RAY_ADDRESS
+    if embedded:
+        # Ray's single-machine mode, read when ray is imported: its servers bind to 127.0.0.1 only.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if embedded:
+        log("no Ray cluster given: starting an embedded local Ray on 127.0.0.1")
+        ray.init(address="local", include_dashboard=False)
+    else:
+        ray.init(address=config.ray_address)
+    config = with_gpus(config, ray.cluster_resources().get("GPU", 0.0))
+    try:
+        run(config)
+    except (InputError, PlanMismatchError, CheckpointError, JobError) as error:
+        log(f"error: {error}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""Configuration of the automatic-mask job: defaults in one dataclass, then a YAML file, then flags.
+
+Only what the user sets is forwarded: flags left out and keys absent from the YAML keep the
+defaults below. Mask-generator fields go under `generator:` in YAML (any field of
+`MaskGeneratorSettings`); the commonest have flags too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import itertools
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any
+
+import yaml
+
+from curation.images import MAX_PIXELS, MIN_SIDE
+from sam_core.amg_settings import PRESETS as GENERATOR_PRESETS
+from sam_core.amg_settings import MaskGeneratorSettings
+from sam_core.checkpoints import bundled_generator_overrides
+from sam_core.config import PRESETS as MODEL_PRESETS
+
+GENERATOR_FLAGS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    input: str
+    """Images: a folder or glob on any fsspec filesystem, or a Parquet/CSV manifest with a `uri` column."""
+    output: str
+    """Release prefix (local folder, s3://, gs://); a rerun on it resumes the same release."""
+    model: str = "sae_tiny"
+    """Architecture: sae_tiny (shipped weights) or vit_h / vit_l / vit_b."""
+    checkpoint: str | None = None
+    """Weights: path, fsspec URL or official model type (default: the model's shipped weights)."""
+    preset: str = "sa1b"
+    """Mask generator preset: sa1b (the paper's automatic stage) or official."""
+    generator: dict[str, Any] = field(default_factory=dict)
+    """Overrides of MaskGeneratorSettings fields."""
+    device: str = "auto"
+    """Where the model runs in each actor: cuda, cpu, or auto (cuda when the actor sees a GPU)."""
+    actors: int = 1
+    """Size of the model actor pool."""
+    gpus_per_actor: float | None = None
+    """GPUs each model actor reserves (default: 1 when the cluster has GPUs, else 0)."""
+    cpus_per_actor: float = 1.0
+    batch_size: int = 4
+    """Images per model-actor call."""
+    shard_size: int = 1000
+    """Most images per tar shard (the last shards of a run may hold fewer)."""
+    release_short_side: int = 1500
+    """Released images are resized to this shorter side (never enlarged)."""
+    jpeg_quality: int = 90
+    min_side: int = MIN_SIDE
+    """Images with a side below this many px go to the failures table."""
+    max_pixels: int = MAX_PIXELS
+    """Images whose header claims more pixels go to the failures table undecoded."""
+    first_id: int = 0
+    """Image id of the first input in URI order."""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """fsspec options for input and output (e.g. {"client_kwargs": {"endpoint_url": ...}}); never stored."""
+    ray_address: str | None = None
+    """Ray cluster to join (default: the job's cluster under `ray job submit`, else an embedded local Ray)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.model not in MODEL_PRESETS:
+            problems.append(f"model must be one of {', '.join(sorted(MODEL_PRESETS))}, got {self.model!r}")
+        if self.preset not in GENERATOR_PRESETS:
+            problems.append(f"preset must be one of {', '.join(GENERATOR_PRESETS)}, got {self.preset!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("actors", "batch_size", "shard_size", "release_short_side", "min_side", "max_pixels"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.jpeg_quality <= 100:
+            problems.append(f"jpeg_quality must lie in 1..100, got {self.jpeg_quality}")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            problems.append(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
+        if problems:
+            raise ValueError("invalid job configuration: " + "; ".join(problems))
+        self.generator_settings()  # refuses unknown or invalid generator fields now, not in an actor
+
+    def generator_settings(self) -> MaskGeneratorSettings:
+        """The preset, then the shipped model's recommended thresholds, then the user's overrides."""
+        shipped = bundled_generator_overrides(self.model) if self.checkpoint is None else {}
+        overrides = {**shipped, **self.generator}
+        return MaskGeneratorSettings.preset(self.preset, **overrides)
+
+    def identity(self, checkpoint_sha256: str) -> dict[str, Any]:
+        """Everything that decides the release's content; a resumed run must match it."""
+        return {
+            "input": self.input,
+            "first_id": self.first_id,
+            "model": self.model,
+            "checkpoint_sha256": checkpoint_sha256,
+            "generator": asdict(self.generator_settings()),
+            "release_short_side": self.release_short_side,
+            "jpeg_quality": self.jpeg_quality,
+            "min_side": self.min_side,
+            "max_pixels": self.max_pixels,
+        }
+
+
+def _parse_json(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file with any of the settings below (flags win over it)")
+    for f in fields(JobConfig):
+        flag = "--" + f.name.replace("_", "-")
+        doc = _field_docs().get(f.name, "")
+        default = "" if f.default is MISSING else f" (default {f.default})"
+        if f.name == "generator":
+            for name in GENERATOR_FLAGS:
+                kind = next(g.type for g in fields(MaskGeneratorSettings) if g.name == name)
+                parser.add_argument(
+                    "--" + name.replace("_", "-"),
+                    type=int if kind == "int" else float,
+                    default=None,
+                    help=f"mask generator {name} (default: the preset's)",
+                )
+        elif f.name == "storage_options":
+            parser.add_argument(flag, type=_parse_json, default=None, help=doc + " As JSON.")
+        else:
+            kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=None, help=doc + default)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> JobConfig:
+    """Defaults <- YAML file (--config) <- flags that were given."""
+    values: dict[str, Any] = {}
+    if args.config:
+        with open(args.config) as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config}: expected a mapping of settings, got {type(loaded).__name__}")
+        unknown = sorted(set(loaded) - {f.name for f in fields(JobConfig)})
+        if unknown:
+            raise ValueError(f"{args.config}: unknown settings {', '.join(unknown)}")
+        values.update(loaded)
+    given = {f.name: getattr(args, f.name) for f in fields(JobConfig) if getattr(args, f.name, None) is not None}
+    values.update(given)
+    generator = dict(values.get("generator") or {})
+    generator.update({name: getattr(args, name) for name in GENERATOR_FLAGS if getattr(args, name) is not None})
+    values["generator"] = generator
+    missing = [name for name in ("input", "output") if not values.get(name)]
+    if missing:
+        raise ValueError(f"missing required settings: {', '.join('--' + m for m in missing)}")
+    return JobConfig(**values)
+
+
+def _field_docs() -> dict[str, str]:
+    """Attribute docstrings of JobConfig, read from its source (one place for help and docs)."""
+    tree = ast.parse(inspect.getsource(JobConfig))
+    docs, body = {}, tree.body[0].body
+    for node, after in itertools.pairwise(body):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs
+
+
+def with_gpus(config: JobConfig, cluster_gpus: float) -> JobConfig:
+    """`config` with gpus_per_actor decided: 1 when the cluster has GPUs and none was set, else 0."""
+    if config.gpus_per_actor is not None:
+        return config
+    return replace(config, gpus_per_actor=1.0 if cluster_gpus > 0 else 0.0)

@@ -1,0 +1,191 @@
+"""The stages of the automatic-mask job, as callables for Ray Data's `map_batches`.
+
+Batches are dicts of numpy arrays (Ray Data's "numpy" format). Every row that enters a stage
+leaves it: a row that fails carries `stage` and `error` from then on and passes the later
+stages untouched, so it reaches the writer and the failures table, never the void.
+
+    load_images   (CPU tasks)   uri -> source bytes, sha256, decoded image at the model size,
+                                and the release JPEG
+    MaskStage     (actor pool)  image at the model size -> SA-1B annotations (JSON)
+    make_records  (CPU tasks)   annotations moved to the release size -> the SA-1B record (JSON)
+    write_shard   (CPU tasks)   a batch of records -> one committed shard of the release
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import fsspec
+import numpy as np
+import torch
+
+from curation.images import ImageDecodeError, decode_image, encode_jpeg, fit_long_side, fit_short_side, resize_image
+from curation.records import image_entry, rescale_annotations
+from curation.release import ReleaseImage, ReleaseWriter
+from sam_core.amg_settings import MaskGeneratorSettings
+from sam_core.checkpoints import load_sam
+from sam_core.mask_generator import MaskGenerator
+
+Batch = dict[str, np.ndarray]
+_NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
+"""Stands in for the pixels of a row that failed (Ray's tensor columns need an array in every row)."""
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    """A 1-D object array of `values` (numpy would otherwise stack equal-shaped arrays)."""
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
+def _replace_column(batch: Batch, old: str, new: str, values: list[Any], stages: list[str], errors: list[str]) -> Batch:
+    """`batch` with column `old` replaced by `new` (an object column of `values`), and the updated
+    stage and error columns."""
+    kept = {k: v for k, v in batch.items() if k != old}
+    return {
+        **kept,
+        "stage": np.array(stages, dtype=object),
+        "error": np.array(errors, dtype=object),
+        new: np.array(values, dtype=object),
+    }
+
+
+def load_images(
+    batch: Batch,
+    storage_options: dict[str, Any],
+    release_short_side: int,
+    model_long_side: int,
+    jpeg_quality: int,
+    min_side: int,
+    max_pixels: int,
+) -> Batch:
+    """Adds sha256, source_size, release_size, model_size (height, width), model_image and
+    release_jpeg; a row whose bytes cannot be read or decoded gets stage "read" or "decode".
+
+    The model image keeps what the crops need: its longer side is the larger of the release
+    image's and `model_long_side` (the model's input side times the crop layers' subdivisions),
+    never more than the source's.
+    """
+    n = len(batch["uri"])
+    out: dict[str, list[Any]] = {k: [] for k in ("sha256", "source_size", "release_size", "model_size")}
+    images, jpegs, stages, errors = [], [], list(batch["stage"]), list(batch["error"])
+    for i, uri in enumerate(batch["uri"]):
+        image, jpeg, sizes, digest = _NO_IMAGE, b"", [(0, 0)] * 3, ""
+        try:
+            with fsspec.open(str(uri), "rb", **storage_options) as f:
+                data = f.read()
+        except Exception as error:  # noqa: BLE001 - any storage error is this input's failure, with its reason
+            stages[i], errors[i] = "read", f"{type(error).__name__}: {error}"
+        else:
+            digest = hashlib.sha256(data).hexdigest()
+            try:
+                source = decode_image(data, max_pixels=max_pixels, min_side=min_side)
+            except ImageDecodeError as error:
+                stages[i], errors[i] = "decode", str(error)
+            else:
+                size = source.shape[:2]
+                release = fit_short_side(size, release_short_side)
+                model = fit_long_side(size, max(max(release), model_long_side))
+                image = resize_image(source, model)
+                jpeg = encode_jpeg(resize_image(image, release), jpeg_quality)
+                sizes = [size, release, model]
+        for key, value in zip(("source_size", "release_size", "model_size"), sizes):
+            out[key].append(value)
+        out["sha256"].append(digest)
+        images.append(image)
+        jpegs.append(jpeg)
+    return {
+        **batch,
+        "stage": np.array(stages, dtype=object),
+        "error": np.array(errors, dtype=object),
+        "sha256": np.array(out["sha256"], dtype=object),
+        **{k: np.array(out[k], dtype=np.int64).reshape(n, 2) for k in ("source_size", "release_size", "model_size")},
+        "model_image": _objects(images),
+        "release_jpeg": np.array(jpegs, dtype=object),
+    }
+
+
+class MaskStage:
+    """The model actor: loads the SAM once, then turns each image of a batch into annotations.
+
+    Drops `model_image` and adds `annotations` (a JSON list of SA-1B annotation records at the
+    model size); an image the generator raises on gets stage "generate" with the error.
+    """
+
+    def __init__(
+        self, model: str, checkpoint: str | None, checkpoint_sha256: str, settings: dict[str, Any], device: str
+    ) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        sam = load_sam(model, checkpoint, expected_sha256=checkpoint_sha256 or None).to(device)
+        self.generator = MaskGenerator(sam, MaskGeneratorSettings(**settings))
+
+    def __call__(self, batch: Batch) -> Batch:
+        stages, errors = list(batch["stage"]), list(batch["error"])
+        annotations = []
+        with torch.inference_mode():
+            for i, image in enumerate(batch["model_image"]):
+                found = "[]"
+                if not stages[i]:
+                    try:
+                        found = json.dumps(self.generator.generate(np.asarray(image)), separators=(",", ":"))
+                    except Exception as error:  # noqa: BLE001 - one image's failure must not end the job
+                        stages[i], errors[i] = "generate", f"{type(error).__name__}: {error}"
+                annotations.append(found)
+        return _replace_column(batch, "model_image", "annotations", annotations, stages, errors)
+
+
+def make_records(batch: Batch) -> Batch:
+    """Replaces `annotations` by `record`: the SA-1B JSON at the release size, with the source
+    URI, its sha256 and size, and the input's metadata in the image entry."""
+    records, stages, errors = [], list(batch["stage"]), list(batch["error"])
+    for i in range(len(batch["uri"])):
+        record = ""
+        if not stages[i]:
+            try:
+                release_size = tuple(int(v) for v in batch["release_size"][i])
+                model_size = tuple(int(v) for v in batch["model_size"][i])
+                source_h, source_w = (int(v) for v in batch["source_size"][i])
+                extra = {
+                    "source": str(batch["uri"][i]),
+                    "source_sha256": str(batch["sha256"][i]),
+                    "source_width": source_w,
+                    "source_height": source_h,
+                    **json.loads(batch["metadata"][i]),
+                }
+                annotations = rescale_annotations(json.loads(batch["annotations"][i]), model_size, release_size)
+                entry = image_entry(int(batch["image_id"][i]), release_size, extra)
+                record = json.dumps({"image": entry, "annotations": annotations}, separators=(",", ":"))
+            except Exception as error:  # noqa: BLE001 - recorded as this image's failure
+                stages[i], errors[i] = "record", f"{type(error).__name__}: {error}"
+        records.append(record)
+    return _replace_column(batch, "annotations", "record", records, stages, errors)
+
+
+def write_shard(batch: Batch, output: str, storage_options: dict[str, Any]) -> Batch:
+    """Commits the batch as one shard named after its smallest image id; returns one row
+    (shard, n_images, n_masks, n_failed, bytes) for the driver's progress and summary."""
+    images, failures = [], []
+    for i in range(len(batch["uri"])):
+        image_id = int(batch["image_id"][i])
+        if batch["stage"][i]:
+            failures.append(
+                {
+                    "image_id": image_id,
+                    "uri": str(batch["uri"][i]),
+                    "stage": batch["stage"][i],
+                    "error": batch["error"][i],
+                }
+            )
+        else:
+            images.append(ReleaseImage(json.loads(batch["record"][i]), bytes(batch["release_jpeg"][i])))
+    commit = ReleaseWriter(output, storage_options).commit_shard(int(np.min(batch["image_id"])), images, failures)
+    return {
+        "shard": np.array([commit.name], dtype=object),
+        "n_images": np.array([commit.shard.n_images if commit.shard else 0]),
+        "n_masks": np.array([commit.shard.n_masks if commit.shard else 0]),
+        "n_failed": np.array([commit.n_failed]),
+        "bytes": np.array([commit.shard.bytes if commit.shard else 0]),
+    }

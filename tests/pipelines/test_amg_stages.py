@@ -1,0 +1,49 @@
+"""The job's stages called directly, without Ray, on real photos and a zoo of bad files."""
+
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from curation.inputs import plan_inputs
+from curation.release import iter_release
+from pipelines.amg_config import JobConfig
+from pipelines.amg_stages import MaskStage, load_images, make_records, write_shard
+from sam_core.checkpoints import bundled_checkpoint, file_sha256
+from sam_core.mask_ops import decode_rle
+from tests.pipelines.conftest import FAST_GENERATOR, released_names
+
+
+def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path):
+    config = JobConfig(input=str(zoo["manifest"]), output=str(tmp_path / "out"), generator=FAST_GENERATOR)
+    plan = plan_inputs(config.input).to_pydict()
+    n = len(plan["uri"])
+    batch = {k: np.array(v, dtype=object) for k, v in plan.items()}
+    batch["image_id"] = np.array(plan["image_id"])
+    batch["stage"], batch["error"] = np.array([""] * n, dtype=object), np.array([""] * n, dtype=object)
+
+    loaded = load_images(
+        batch, {}, release_short_side=160, model_long_side=320, jpeg_quality=90, min_side=32, max_pixels=10**8
+    )
+    sha = file_sha256(bundled_checkpoint("sae_tiny"))
+    masked = MaskStage("sae_tiny", "sae_tiny", sha, asdict(config.generator_settings()), "cpu")(loaded)
+    assert "model_image" not in masked
+    summary = write_shard(make_records(masked), config.output, {})
+
+    records = [item.record for item in iter_release(str(tmp_path / "out" / "shards"))]
+    assert released_names(records) == zoo["released"]
+    assert int(summary["n_images"][0]) == len(records) and int(summary["n_failed"][0]) == len(zoo["failed"])
+    failures = pq.read_table(tmp_path / "out" / "failures").to_pylist()
+    assert {f["uri"].rsplit("/", 1)[1]: f["stage"] for f in failures} == zoo["failed"]
+    reasons = {f["uri"].rsplit("/", 1)[1]: f["error"] for f in failures}
+    assert "exceeds the limit" in reasons["bomb.png"] and "minimum side" in reasons["tiny.png"]
+    assert "empty file" in reasons["empty.jpg"] and "FileNotFoundError" in reasons["missing.jpg"]
+    for record in records:
+        image = record["image"]
+        assert min(image["width"], image["height"]) <= 160 and image["country"] == "NZ"
+        assert len(image["source_sha256"]) == 64
+        for ann in record["annotations"]:
+            assert decode_rle(ann["segmentation"]).shape == (image["height"], image["width"])
+    assert sum(len(r["annotations"]) for r in records) >= 2 * len(records)
+    ids = sorted([r["image"]["image_id"] for r in records] + [f["image_id"] for f in failures])
+    assert ids == list(range(n)) and summary["shard"][0] == "sa_000000"
