@@ -53,15 +53,17 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int = 1) -
 
 def fit_short_side(size: tuple[int, int], short_side: int) -> tuple[int, int]:
     """(height, width) scaled so that the shorter side is `short_side`; never enlarged."""
-    height, width = size
-    scale = min(1.0, short_side / min(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    return _scaled(size, short_side / min(size))
 
 
 def fit_long_side(size: tuple[int, int], long_side: int) -> tuple[int, int]:
     """(height, width) scaled so that the longer side is at most `long_side`; never enlarged."""
+    return _scaled(size, long_side / max(size))
+
+
+def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
     height, width = size
-    scale = min(1.0, long_side / max(height, width))
+    scale = min(1.0, scale)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -52,58 +53,72 @@ def _replace_column(batch: Batch, old: str, new: str, values: list[Any], stages:
     }
 
 
-def load_images(
-    batch: Batch,
+@dataclass(frozen=True)
+class _Loaded:
+    """One input after the load stage; sizes are (height, width), (0, 0) when it failed."""
+
+    stage: str = ""
+    error: str = ""
+    sha256: str = ""
+    source_size: tuple[int, int] = (0, 0)
+    release_size: tuple[int, int] = (0, 0)
+    model_size: tuple[int, int] = (0, 0)
+    model_image: np.ndarray = field(default_factory=lambda: _NO_IMAGE)
+    release_jpeg: bytes = b""
+
+
+def _load_one(
+    uri: str,
     storage_options: dict[str, Any],
     release_short_side: int,
     model_long_side: int,
     jpeg_quality: int,
     min_side: int,
     max_pixels: int,
-) -> Batch:
+) -> _Loaded:
+    try:
+        with fsspec.open(uri, "rb", **storage_options) as f:
+            data = f.read()
+    except Exception as error:  # noqa: BLE001 - any storage error is this input's failure, with its reason
+        return _Loaded(stage="read", error=f"{type(error).__name__}: {error}")
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        source = decode_image(data, max_pixels=max_pixels, min_side=min_side)
+    except ImageDecodeError as error:
+        return _Loaded(stage="decode", error=str(error), sha256=digest)
+    size = source.shape[:2]
+    release = fit_short_side(size, release_short_side)
+    model = fit_long_side(size, max(max(release), model_long_side))
+    image = resize_image(source, model)
+    jpeg = encode_jpeg(resize_image(image, release), jpeg_quality)
+    return _Loaded("", "", digest, size, release, model, image, jpeg)
+
+
+def load_images(batch: Batch, storage_options: dict[str, Any], **sizes_and_limits: int) -> Batch:
     """Adds sha256, source_size, release_size, model_size (height, width), model_image and
     release_jpeg; a row whose bytes cannot be read or decoded gets stage "read" or "decode".
 
+    `sizes_and_limits`: release_short_side, model_long_side, jpeg_quality, min_side, max_pixels.
     The model image keeps what the crops need: its longer side is the larger of the release
     image's and `model_long_side` (the model's input side times the crop layers' subdivisions),
     never more than the source's.
     """
-    n = len(batch["uri"])
-    out: dict[str, list[Any]] = {k: [] for k in ("sha256", "source_size", "release_size", "model_size")}
-    images, jpegs, stages, errors = [], [], list(batch["stage"]), list(batch["error"])
-    for i, uri in enumerate(batch["uri"]):
-        image, jpeg, sizes, digest = _NO_IMAGE, b"", [(0, 0)] * 3, ""
-        try:
-            with fsspec.open(str(uri), "rb", **storage_options) as f:
-                data = f.read()
-        except Exception as error:  # noqa: BLE001 - any storage error is this input's failure, with its reason
-            stages[i], errors[i] = "read", f"{type(error).__name__}: {error}"
-        else:
-            digest = hashlib.sha256(data).hexdigest()
-            try:
-                source = decode_image(data, max_pixels=max_pixels, min_side=min_side)
-            except ImageDecodeError as error:
-                stages[i], errors[i] = "decode", str(error)
-            else:
-                size = source.shape[:2]
-                release = fit_short_side(size, release_short_side)
-                model = fit_long_side(size, max(max(release), model_long_side))
-                image = resize_image(source, model)
-                jpeg = encode_jpeg(resize_image(image, release), jpeg_quality)
-                sizes = [size, release, model]
-        for key, value in zip(("source_size", "release_size", "model_size"), sizes):
-            out[key].append(value)
-        out["sha256"].append(digest)
-        images.append(image)
-        jpegs.append(jpeg)
+    loaded = [
+        _Loaded(stage=stage, error=error) if stage else _load_one(str(uri), storage_options, **sizes_and_limits)
+        for uri, stage, error in zip(batch["uri"], batch["stage"], batch["error"])
+    ]
+    n = len(loaded)
     return {
         **batch,
-        "stage": np.array(stages, dtype=object),
-        "error": np.array(errors, dtype=object),
-        "sha256": np.array(out["sha256"], dtype=object),
-        **{k: np.array(out[k], dtype=np.int64).reshape(n, 2) for k in ("source_size", "release_size", "model_size")},
-        "model_image": _objects(images),
-        "release_jpeg": np.array(jpegs, dtype=object),
+        "stage": np.array([r.stage for r in loaded], dtype=object),
+        "error": np.array([r.error for r in loaded], dtype=object),
+        "sha256": np.array([r.sha256 for r in loaded], dtype=object),
+        **{
+            key: np.array([getattr(r, key) for r in loaded], dtype=np.int64).reshape(n, 2)
+            for key in ("source_size", "release_size", "model_size")
+        },
+        "model_image": _objects([r.model_image for r in loaded]),
+        "release_jpeg": np.array([r.release_jpeg for r in loaded], dtype=object),
     }
 
 
