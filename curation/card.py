@@ -1,14 +1,19 @@
-"""DATASET_CARD.md of a release made by the automatic-mask job: what is in it and how it was made."""
+"""DATASET_CARD.md of a release made by the automatic-mask job: what is in it and how it was made,
+in the spirit of SA-1B's datasheet (counts, generation settings, model, curation, limitations)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from curation.deidentify import DETECTOR_LIMITS
+
 
 def release_card(summary: dict[str, Any], settings: dict[str, Any], failures_by_stage: dict[str, int]) -> str:
-    """Markdown for a release with `summary` counts, generation `settings` and failures per stage."""
+    """Markdown for a release with `summary` counts (and its "curation" part), generation
+    `settings` and inputs not released per stage."""
     generator = settings.get("generator", {})
+    curation = summary["curation"]
     failures = "\n".join(f"| {stage} | {n} |" for stage, n in failures_by_stage.items()) or "| (none) | 0 |"
     sha = settings.get("checkpoint_sha256") or "none (random weights)"
     return f"""# Dataset card
@@ -24,9 +29,10 @@ Automatic masks made by sa-engine (`pipelines/amg.py`), in SA-1B's record format
 | images released | {summary["n_images"]} |
 | masks | {summary["n_masks"]} |
 | masks per image | {summary["masks_per_image"]} |
-| inputs that failed | {summary["n_failed"]} |
+| inputs not released | {summary["n_failed"]} |
 
-Failures by stage (`failures/*.parquet` holds each with its reason):
+Inputs not released, by stage (`failures/*.parquet` holds each with its reason; "dedup" and
+"filter" are curation's deliberate drops, the others are inputs that could not be processed):
 
 | stage | inputs |
 |---|---|
@@ -48,10 +54,80 @@ All generator settings:
 {json.dumps(generator, indent=2)}
 ```
 
+{_curation_section(curation)}
 ## Known limitations
 
 - Masks are what the model proposes, unreviewed: no human checked them. A small or briefly trained
   model (such as the shipped `sae_tiny`) gives fragmentary masks on photographs.
-- No near-duplicate removal, face or licence-plate blurring, or quality filtering beyond the
-  generator's thresholds has been applied to this release.
+{_limitations(curation)}"""
+
+
+def _table(rows: dict[str, Any], header: tuple[str, str]) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in rows.items()] or ["| (none) | 0 |"]
+    return "\n".join(lines)
+
+
+def _curation_section(curation: dict[str, Any]) -> str:
+    filters = curation["filters"]
+    filter_rows = {
+        f"`{name}` = {value}": f"{curation['masks_removed'].get(name, 0)} masks, "
+        f"{curation['images_removed'].get(name, 0)} images"
+        for name, value in filters.items()
+    }
+    deid = curation["deidentify"]
+    if deid["on"]:
+        deid_text = (
+            f"Faces and licence plates were detected and blurred in the released images: {deid['faces']} faces "
+            f"and {deid['plates']} plates in {deid['images_blurred']} images. Each image record holds "
+            "`blurred_faces` and `blurred_plates`. Masks were made on the unblurred image.\n\n"
+            f"Detector: {deid['detector']}"
+        )
+    else:
+        deid_text = "Off: faces and licence plates are NOT blurred in this release."
+    dedup = curation["dedup"]
+    if dedup:
+        found = dedup["settings"]
+        dedup_text = (
+            f"Keep/drop table `{dedup['table']}` (sha256 `{dedup['sha256']}`, copied to `{dedup['copy']}`), "
+            f"made by `pipelines/dedup.py` with {found.get('method', 'unrecorded settings')}.\n\n"
+            + _table(
+                {
+                    "inputs checked": dedup["inputs"],
+                    "unique": dedup["unique"],
+                    "near-duplicate clusters (one image kept from each)": dedup["clusters"],
+                    "dropped as near-duplicates": dedup["dropped"],
+                    "unreadable when checked": dedup["unreadable"],
+                },
+                ("", ""),
+            )
+        )
+    else:
+        dedup_text = "Not applied: the job was given no keep/drop table, so near-duplicates may remain."
+    return f"""## Curation
+
+### Quality filters
+
+Applied to the generator's masks after it ran (masks and images each filter removed; a mask or
+image is counted under the first filter that removed it):
+
+{_table(filter_rows, ("filter", "removed")) if filters else "None beyond the generator's own thresholds."}
+
+### De-identification
+
+{deid_text}
+
+### Near-duplicates
+
+{dedup_text}
 """
+
+
+def _limitations(curation: dict[str, Any]) -> str:
+    lines = []
+    if curation["deidentify"]["on"]:
+        lines.append("- De-identification is automatic and can miss faces and plates. The detector's limits:")
+        lines.append("\n".join("  " + line for line in DETECTOR_LIMITS.strip().splitlines()))
+    if not curation["dedup"]:
+        lines.append("- No near-duplicate removal was applied.")
+    return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ import json
 import tarfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
@@ -82,12 +82,14 @@ class ShardSummary:
 @dataclass(frozen=True)
 class ShardCommit:
     """What one committed shard accounts for: its tar (None when every input of it failed),
-    and the ids of every planned input it holds, released or failed."""
+    the ids of every planned input it holds, released or failed, and the curation counts of its
+    images (masks each filter removed, regions blurred; see `pipelines/amg_stages.write_shard`)."""
 
     name: str
     shard: ShardSummary | None
     image_ids: list[int]
     n_failed: int
+    tallies: dict[str, int] = field(default_factory=dict)
 
 
 def shard_name(index: int) -> str:
@@ -149,7 +151,11 @@ class ReleaseWriter:
         self._write_table(("failures", f"{part}.parquet"), pa.Table.from_pylist(list(rows), schema=FAILURE_SCHEMA))
 
     def commit_shard(
-        self, index: int, images: Sequence[ReleaseImage], failures: Sequence[dict[str, Any]]
+        self,
+        index: int,
+        images: Sequence[ReleaseImage],
+        failures: Sequence[dict[str, Any]],
+        tallies: dict[str, int] | None = None,
     ) -> ShardCommit:
         """Shard `index` of a resumable job: its tar and indexes (if any image), its failures
         (if any), then its marker in _progress/ last. Rewriting the same shard overwrites it."""
@@ -158,7 +164,7 @@ class ReleaseWriter:
         if failures:
             self.write_failures(name, failures)
         ids = [i.record["image"]["image_id"] for i in images] + [f["image_id"] for f in failures]
-        commit = ShardCommit(name, shard, sorted(ids), len(failures))
+        commit = ShardCommit(name, shard, sorted(ids), len(failures), dict(tallies or {}))
         self.write_bytes((PROGRESS, f"{name}.json"), json.dumps(asdict(commit)).encode())
         return commit
 
@@ -169,7 +175,7 @@ class ReleaseWriter:
         for raw in self.fs.cat(paths).values() if paths else []:
             data = json.loads(raw)
             shard = ShardSummary(**data["shard"]) if data["shard"] else None
-            found.append(ShardCommit(data["name"], shard, data["image_ids"], data["n_failed"]))
+            found.append(ShardCommit(data["name"], shard, data["image_ids"], data["n_failed"], data.get("tallies", {})))
         return sorted(found, key=lambda c: c.name)
 
     def failure_counts(self) -> dict[str, int]:

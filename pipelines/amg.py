@@ -32,11 +32,14 @@ if __package__ in (None, ""):  # run as a script (`python pipelines/amg.py`): ma
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from curation.card import release_card
+from curation.dedup_table import DedupTable, DedupTableError
+from curation.deidentify import DETECTOR
 from curation.inputs import InputError, plan_inputs
 from curation.job_plan import PlanMismatchError, load_or_create_plan
 from curation.release import ReleaseWriter, ShardCommit, read_manifest
 from pipelines.amg_config import JobConfig, build_parser, config_from_args, with_gpus
 from pipelines.amg_stages import MaskStage, load_images, make_records, write_shard
+from pipelines.ray_session import connect
 from sam_core.checkpoints import CheckpointError, bundled_checkpoint, fetch_checkpoint, file_sha256
 from sam_core.config import SamConfig
 
@@ -46,6 +49,8 @@ if TYPE_CHECKING:
 PLAN_BLOCK_ROWS = 16
 """Rows per input block: small blocks let the first stage spread over many tasks."""
 MAX_PLAN_BLOCKS = 20_000
+DEDUP_COPY = ("dedup", "keep_drop.parquet")
+"""Where the release keeps a copy of the keep/drop table it was made with."""
 LOADER_CPUS = 0.5
 """Reading waits on storage much of the time; and a resource shape unlike the model actor's keeps
 Ray Data from fusing decoding into the actor, where it would hold up the GPU."""
@@ -81,15 +86,18 @@ def pending_inputs(plan: pa.Table, commits: list[ShardCommit]) -> pa.Table:
 
 
 def build_dataset(
-    rows: pa.Table, config: JobConfig, checkpoint: str | None, checkpoint_sha256: str
+    rows: pa.Table, config: JobConfig, checkpoint: str | None, checkpoint_sha256: str, dropped: dict[str, str]
 ) -> ray.data.Dataset:
+    """The plan over `rows` (PLAN_SCHEMA); the inputs in `dropped` ({uri: reason}) enter as
+    failures of stage "dedup" and are never read."""
     import ray.data
 
     settings = config.generator_settings()
     model_long_side = SamConfig.preset(config.model).image_size * 2**settings.crop_n_layers
     block_rows = max(PLAN_BLOCK_ROWS, -(-rows.num_rows // MAX_PLAN_BLOCKS))
-    rows = rows.append_column("stage", pa.array([""] * rows.num_rows)).append_column(
-        "error", pa.array([""] * rows.num_rows)
+    uris = rows["uri"].to_pylist()
+    rows = rows.append_column("stage", pa.array(["dedup" if u in dropped else "" for u in uris])).append_column(
+        "error", pa.array([dropped.get(u, "") for u in uris])
     )
     blocks = [rows.slice(start, block_rows) for start in range(0, rows.num_rows, block_rows)]
     return (
@@ -101,6 +109,7 @@ def build_dataset(
             num_cpus=LOADER_CPUS,
             fn_kwargs={
                 "storage_options": config.storage_options,
+                "deidentify": config.blur_faces_and_plates,
                 "release_short_side": config.release_short_side,
                 "model_long_side": model_long_side,
                 "jpeg_quality": config.jpeg_quality,
@@ -126,7 +135,12 @@ def build_dataset(
                 "device": config.device,
             },
         )
-        .map_batches(make_records, batch_size=config.batch_size, batch_format="numpy")
+        .map_batches(
+            make_records,
+            batch_size=config.batch_size,
+            batch_format="numpy",
+            fn_kwargs={"filters": config.quality_filters().active()},
+        )
         .map_batches(
             write_shard,
             batch_size=config.shard_size,
@@ -169,29 +183,37 @@ def run(config: JobConfig) -> dict[str, Any]:
         log(f"{config.output} is already a finished release; nothing to do")
         return read_manifest(config.output, config.storage_options)
     checkpoint, checkpoint_sha256 = resolve_checkpoint(config)
+    dedup = DedupTable.read(config.dedup_table, config.storage_options) if config.dedup_table else None
     plan, resumed = load_or_create_plan(
         writer,
-        config.identity(checkpoint_sha256),
+        config.identity(checkpoint_sha256, dedup.sha256 if dedup else ""),
         lambda: plan_inputs(config.input, config.storage_options, config.first_id),
     )
+    dropped = dedup.dropped(plan["uri"].to_pylist()) if dedup else {}
+    if dedup:
+        writer.write_bytes(DEDUP_COPY, dedup.data)
     removed = writer.remove_uncommitted()
     pending = pending_inputs(plan, writer.commits())
     log(
         f"{'resuming' if resumed else 'starting'}: {plan.num_rows} inputs planned, {pending.num_rows} to do"
+        + (f"; the keep/drop table drops {len(dropped)} as near-duplicates" if dedup else "")
         + (f"; removed {len(removed)} files of unfinished shards" if removed else "")
     )
     progress = Progress(pending.num_rows)
     if pending.num_rows:
-        import ray.data
-
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        for row in build_dataset(pending, config, checkpoint, checkpoint_sha256).iter_rows():
+        for row in build_dataset(pending, config, checkpoint, checkpoint_sha256, dropped).iter_rows():
             progress.add(row)
-    return finish(writer, config, plan, checkpoint, checkpoint_sha256, progress)
+    return finish(writer, config, plan, checkpoint, checkpoint_sha256, progress, dedup)
 
 
 def finish(
-    writer: ReleaseWriter, config: JobConfig, plan: pa.Table, checkpoint: str | None, sha256: str, progress: Progress
+    writer: ReleaseWriter,
+    config: JobConfig,
+    plan: pa.Table,
+    checkpoint: str | None,
+    sha256: str,
+    progress: Progress,
+    dedup: DedupTable | None,
 ) -> dict[str, Any]:
     commits = writer.commits()
     missing = pending_inputs(plan, commits)
@@ -202,29 +224,50 @@ def finish(
     shards = [c.shard for c in commits if c.shard is not None]
     n_images, n_failed = sum(s.n_images for s in shards), sum(c.n_failed for c in commits)
     n_masks = sum(s.n_masks for s in shards)
+    tallies = sum((Counter(c.tallies) for c in commits), Counter())
     summary = {
         "n_inputs": plan.num_rows,
         "n_images": n_images,
         "n_masks": n_masks,
         "n_failed": n_failed,
         "masks_per_image": round(n_masks / n_images, 2) if n_images else 0.0,
+        "curation": curation_summary(config, tallies, dedup),
         "last_run_images": progress.images + progress.failed,
         "last_run_seconds": round(progress.seconds, 1),
         "last_run_images_per_second": round((progress.images + progress.failed) / max(progress.seconds, 1e-9), 3),
     }
     settings = {
-        **config.identity(sha256),
+        **config.identity(sha256, dedup.sha256 if dedup else ""),
         "checkpoint": checkpoint,
         "preset": config.preset,
         "engine": "sa-engine pipelines/amg.py",
     }
     manifest = writer.finish(shards, settings, release_card(summary, settings, writer.failure_counts()), summary)
     log(
-        f"done: {n_images} images released, {n_failed} failed, {n_masks} masks "
+        f"done: {n_images} images released, {n_failed} not released, {n_masks} masks "
         f"({summary['masks_per_image']} per image); this run {summary['last_run_images']} inputs in "
         f"{summary['last_run_seconds']} s ({summary['last_run_images_per_second']} images/s) -> {config.output}"
     )
     return manifest
+
+
+def curation_summary(config: JobConfig, tallies: Counter[str], dedup: DedupTable | None) -> dict[str, Any]:
+    """What curation did to the release: filters and what each removed, de-identification, dedup."""
+    removed = {k.split(".", 1)[1]: v for k, v in sorted(tallies.items()) if k.startswith("masks_removed.")}
+    dropped = {k.split(".", 1)[1]: v for k, v in sorted(tallies.items()) if k.startswith("images_removed.")}
+    return {
+        "filters": config.quality_filters().active(),
+        "masks_removed": removed,
+        "images_removed": dropped,
+        "deidentify": {
+            "on": config.blur_faces_and_plates,
+            "detector": DETECTOR if config.blur_faces_and_plates else None,
+            "images_blurred": tallies["images_blurred"],
+            "faces": tallies["blurred_faces"],
+            "plates": tallies["blurred_plates"],
+        },
+        "dedup": {**dedup.summary(), "table": config.dedup_table, "copy": "/".join(DEDUP_COPY)} if dedup else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,21 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except (ValueError, OSError) as error:
         parser.error(str(error))
-    embedded = not (config.ray_address or os.environ.get("RAY_ADDRESS"))  # `ray job submit` sets RAY_ADDRESS
-    if embedded:
-        # Ray's single-machine mode, read when ray is imported: its servers bind to 127.0.0.1 only.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    connect(config.ray_address, log)
     import ray
 
-    if embedded:
-        log("no Ray cluster given: starting an embedded local Ray on 127.0.0.1")
-        ray.init(address="local", include_dashboard=False)
-    else:
-        ray.init(address=config.ray_address)
     config = with_gpus(config, ray.cluster_resources().get("GPU", 0.0))
     try:
         run(config)
-    except (InputError, PlanMismatchError, CheckpointError, JobError) as error:
+    except (InputError, PlanMismatchError, CheckpointError, DedupTableError, JobError) as error:
         log(f"error: {error}")
         return 2
     return 0

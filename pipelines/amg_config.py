@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from curation.filters import QualityFilters
 from curation.images import MAX_PIXELS, MIN_SIDE
 from sam_core.amg_settings import PRESETS as GENERATOR_PRESETS
 from sam_core.amg_settings import MaskGeneratorSettings
@@ -40,6 +41,12 @@ class JobConfig:
     """Mask generator preset: sa1b (the paper's automatic stage) or official."""
     generator: dict[str, Any] = field(default_factory=dict)
     """Overrides of MaskGeneratorSettings fields."""
+    filters: dict[str, Any] = field(default_factory=dict)
+    """Quality filters on the generator's masks (QualityFilters fields); none by default."""
+    deidentify: bool | None = None
+    """Blur faces and licence plates in the released images (default: on for the sa1b preset, off for official)."""
+    dedup_table: str | None = None
+    """Keep/drop table of pipelines/dedup.py: the inputs it drops are recorded, never decoded or segmented."""
     device: str = "auto"
     """Where the model runs in each actor: cuda, cpu, or auto (cuda when the actor sees a GPU)."""
     actors: int = 1
@@ -83,6 +90,18 @@ class JobConfig:
         if problems:
             raise ValueError("invalid job configuration: " + "; ".join(problems))
         self.generator_settings()  # refuses unknown or invalid generator fields now, not in an actor
+        self.quality_filters()
+
+    def quality_filters(self) -> QualityFilters:
+        unknown = sorted(set(self.filters) - {f.name for f in fields(QualityFilters)})
+        if unknown:
+            raise ValueError(f"invalid job configuration: unknown quality filters {', '.join(unknown)}")
+        return QualityFilters(**self.filters)
+
+    @property
+    def blur_faces_and_plates(self) -> bool:
+        """Whether released images are de-identified: as set, else on for the sa1b preset."""
+        return self.preset == "sa1b" if self.deidentify is None else self.deidentify
 
     def generator_settings(self) -> MaskGeneratorSettings:
         """The preset, then the shipped model's recommended thresholds, then the user's overrides."""
@@ -90,8 +109,9 @@ class JobConfig:
         overrides = {**shipped, **self.generator}
         return MaskGeneratorSettings.preset(self.preset, **overrides)
 
-    def identity(self, checkpoint_sha256: str) -> dict[str, Any]:
-        """Everything that decides the release's content; a resumed run must match it."""
+    def identity(self, checkpoint_sha256: str, dedup_sha256: str = "") -> dict[str, Any]:
+        """Everything that decides the release's content; a resumed run must match it.
+        `dedup_sha256`: of the keep/drop table's bytes ("" without one)."""
         return {
             "input": self.input,
             "first_id": self.first_id,
@@ -102,6 +122,10 @@ class JobConfig:
             "jpeg_quality": self.jpeg_quality,
             "min_side": self.min_side,
             "max_pixels": self.max_pixels,
+            "filters": self.quality_filters().active(),
+            "deidentify": self.blur_faces_and_plates,
+            "dedup_table": self.dedup_table,
+            "dedup_sha256": dedup_sha256,
         }
 
 
@@ -117,7 +141,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML file with any of the settings below (flags win over it)")
     for f in fields(JobConfig):
         flag = "--" + f.name.replace("_", "-")
-        doc = _field_docs().get(f.name, "")
+        doc = _field_docs(JobConfig).get(f.name, "")
         default = "" if f.default is MISSING else f" (default {f.default})"
         if f.name == "generator":
             for name in GENERATOR_FLAGS:
@@ -128,6 +152,13 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                     default=None,
                     help=f"mask generator {name} (default: the preset's)",
                 )
+        elif f.name == "filters":
+            for g in fields(QualityFilters):
+                kind = int if "int" in str(g.type) else float
+                help_text = _field_docs(QualityFilters).get(g.name, "")
+                parser.add_argument("--" + g.name.replace("_", "-"), type=kind, default=None, help=help_text)
+        elif f.name == "deidentify":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=doc)
         elif f.name == "storage_options":
             parser.add_argument(flag, type=_parse_json, default=None, help=doc + " As JSON.")
         else:
@@ -153,15 +184,18 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     generator = dict(values.get("generator") or {})
     generator.update({name: getattr(args, name) for name in GENERATOR_FLAGS if getattr(args, name) is not None})
     values["generator"] = generator
+    quality = dict(values.get("filters") or {})
+    quality.update({g.name: getattr(args, g.name) for g in fields(QualityFilters) if getattr(args, g.name) is not None})
+    values["filters"] = quality
     missing = [name for name in ("input", "output") if not values.get(name)]
     if missing:
         raise ValueError(f"missing required settings: {', '.join('--' + m for m in missing)}")
     return JobConfig(**values)
 
 
-def _field_docs() -> dict[str, str]:
-    """Attribute docstrings of JobConfig, read from its source (one place for help and docs)."""
-    tree = ast.parse(inspect.getsource(JobConfig))
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of the dataclass `cls`, read from its source (one place for help and docs)."""
+    tree = ast.parse(inspect.getsource(cls))
     docs, body = {}, tree.body[0].body
     for node, after in itertools.pairwise(body):
         if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):

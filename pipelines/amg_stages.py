@@ -5,16 +5,21 @@ leaves it: a row that fails carries `stage` and `error` from then on and passes 
 stages untouched, so it reaches the writer and the failures table, never the void.
 
     load_images   (CPU tasks)   uri -> source bytes, sha256, decoded image at the model size,
-                                and the release JPEG
+                                and the release JPEG (faces and licence plates blurred when asked)
     MaskStage     (actor pool)  image at the model size -> SA-1B annotations (JSON)
-    make_records  (CPU tasks)   annotations moved to the release size -> the SA-1B record (JSON)
+    make_records  (CPU tasks)   annotations moved to the release size, quality filters applied
+                                -> the SA-1B record (JSON)
     write_shard   (CPU tasks)   a batch of records -> one committed shard of the release
+
+Rows that the dedup table drops enter with stage "dedup" already set, so they are never read.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +27,8 @@ import fsspec
 import numpy as np
 import torch
 
+from curation.deidentify import Deidentifier
+from curation.filters import QualityFilters, apply_filters
 from curation.images import ImageDecodeError, decode_image, encode_jpeg, fit_long_side, fit_short_side, resize_image
 from curation.records import image_entry, rescale_annotations
 from curation.release import ReleaseImage, ReleaseWriter
@@ -65,11 +72,20 @@ class _Loaded:
     model_size: tuple[int, int] = (0, 0)
     model_image: np.ndarray = field(default_factory=lambda: _NO_IMAGE)
     release_jpeg: bytes = b""
+    blurred: dict[str, int] = field(default_factory=dict)
+    """Regions blurred in the release image, by kind ("face", "plate")."""
+
+
+@functools.cache
+def _deidentifier() -> Deidentifier:
+    """One detector per worker process (loading the cascades takes a moment)."""
+    return Deidentifier()
 
 
 def _load_one(
     uri: str,
     storage_options: dict[str, Any],
+    deidentify: bool,
     release_short_side: int,
     model_long_side: int,
     jpeg_quality: int,
@@ -90,13 +106,18 @@ def _load_one(
     release = fit_short_side(size, release_short_side)
     model = fit_long_side(size, max(max(release), model_long_side))
     image = resize_image(source, model)
-    jpeg = encode_jpeg(resize_image(image, release), jpeg_quality)
-    return _Loaded("", "", digest, size, release, model, image, jpeg)
+    released, blurred = resize_image(image, release), Counter[str]()
+    if deidentify:
+        released, regions = _deidentifier()(released)
+        blurred.update(region.kind for region in regions)
+    jpeg = encode_jpeg(released, jpeg_quality)
+    return _Loaded("", "", digest, size, release, model, image, jpeg, dict(blurred))
 
 
-def load_images(batch: Batch, storage_options: dict[str, Any], **sizes_and_limits: int) -> Batch:
-    """Adds sha256, source_size, release_size, model_size (height, width), model_image and
-    release_jpeg; a row whose bytes cannot be read or decoded gets stage "read" or "decode".
+def load_images(batch: Batch, storage_options: dict[str, Any], deidentify: bool, **sizes_and_limits: int) -> Batch:
+    """Adds sha256, source_size, release_size, model_size (height, width), model_image,
+    release_jpeg, blurred_faces and blurred_plates (regions blurred in the release JPEG when
+    `deidentify`); a row whose bytes cannot be read or decoded gets stage "read" or "decode".
 
     `sizes_and_limits`: release_short_side, model_long_side, jpeg_quality, min_side, max_pixels.
     The model image keeps what the crops need: its longer side is the larger of the release
@@ -104,7 +125,9 @@ def load_images(batch: Batch, storage_options: dict[str, Any], **sizes_and_limit
     never more than the source's.
     """
     loaded = [
-        _Loaded(stage=stage, error=error) if stage else _load_one(str(uri), storage_options, **sizes_and_limits)
+        _Loaded(stage=stage, error=error)
+        if stage
+        else _load_one(str(uri), storage_options, deidentify, **sizes_and_limits)
         for uri, stage, error in zip(batch["uri"], batch["stage"], batch["error"])
     ]
     n = len(loaded)
@@ -119,6 +142,10 @@ def load_images(batch: Batch, storage_options: dict[str, Any], **sizes_and_limit
         },
         "model_image": _objects([r.model_image for r in loaded]),
         "release_jpeg": np.array([r.release_jpeg for r in loaded], dtype=object),
+        **{
+            f"blurred_{kind}s": np.array([r.blurred.get(kind, 0) for r in loaded], dtype=np.int64)
+            for kind in ("face", "plate")
+        },
     }
 
 
@@ -152,39 +179,60 @@ class MaskStage:
         return _replace_column(batch, "model_image", "annotations", annotations, stages, errors)
 
 
-def make_records(batch: Batch) -> Batch:
-    """Replaces `annotations` by `record`: the SA-1B JSON at the release size, with the source
-    URI, its sha256 and size, and the input's metadata in the image entry."""
-    records, stages, errors = [], list(batch["stage"]), list(batch["error"])
+def make_records(batch: Batch, filters: dict[str, Any]) -> Batch:
+    """Replaces `annotations` by `record`: the SA-1B JSON at the release size, after the quality
+    `filters` (QualityFilters fields), with the source URI, its sha256 and size, the regions
+    blurred, and the input's metadata in the image entry. Adds `masks_removed` (JSON: masks each
+    filter removed); an image an image filter drops gets stage "filter" with the reason."""
+    quality = QualityFilters(**filters)
+    records, removed, stages, errors = [], [], list(batch["stage"]), list(batch["error"])
     for i in range(len(batch["uri"])):
-        record = ""
+        record, counts = "", {}
         if not stages[i]:
             try:
-                release_size = tuple(int(v) for v in batch["release_size"][i])
-                model_size = tuple(int(v) for v in batch["model_size"][i])
-                source_h, source_w = (int(v) for v in batch["source_size"][i])
-                extra = {
-                    "source": str(batch["uri"][i]),
-                    "source_sha256": str(batch["sha256"][i]),
-                    "source_width": source_w,
-                    "source_height": source_h,
-                    **json.loads(batch["metadata"][i]),
-                }
-                annotations = rescale_annotations(json.loads(batch["annotations"][i]), model_size, release_size)
-                entry = image_entry(int(batch["image_id"][i]), release_size, extra)
-                record = json.dumps({"image": entry, "annotations": annotations}, separators=(",", ":"))
+                record, counts, stages[i], errors[i] = _record(batch, i, quality)
             except Exception as error:  # noqa: BLE001 - recorded as this image's failure
                 stages[i], errors[i] = "record", f"{type(error).__name__}: {error}"
         records.append(record)
-    return _replace_column(batch, "annotations", "record", records, stages, errors)
+        removed.append(json.dumps(counts))
+    out = _replace_column(batch, "annotations", "record", records, stages, errors)
+    return {**out, "masks_removed": np.array(removed, dtype=object)}
+
+
+def _record(batch: Batch, i: int, quality: QualityFilters) -> tuple[str, dict[str, int], str, str]:
+    """(record JSON, masks removed per filter, stage, error) of row `i`; stage "filter" when an
+    image filter drops the image (the record is then "")."""
+    release_size = tuple(int(v) for v in batch["release_size"][i])
+    model_size = tuple(int(v) for v in batch["model_size"][i])
+    annotations = rescale_annotations(json.loads(batch["annotations"][i]), model_size, release_size)
+    kept = apply_filters(annotations, release_size, quality)
+    if kept.image_dropped_by:
+        return "", kept.masks_removed, "filter", f"{kept.image_dropped_by}: {kept.reason}"
+    source_h, source_w = (int(v) for v in batch["source_size"][i])
+    extra = {
+        "source": str(batch["uri"][i]),
+        "source_sha256": str(batch["sha256"][i]),
+        "source_width": source_w,
+        "source_height": source_h,
+        "blurred_faces": int(batch["blurred_faces"][i]),
+        "blurred_plates": int(batch["blurred_plates"][i]),
+        **json.loads(batch["metadata"][i]),
+    }
+    entry = image_entry(int(batch["image_id"][i]), release_size, extra)
+    record = json.dumps({"image": entry, "annotations": kept.annotations}, separators=(",", ":"))
+    return record, kept.masks_removed, "", ""
 
 
 def write_shard(batch: Batch, output: str, storage_options: dict[str, Any]) -> Batch:
-    """Commits the batch as one shard named after its smallest image id; returns one row
-    (shard, n_images, n_masks, n_failed, bytes) for the driver's progress and summary."""
-    images, failures = [], []
+    """Commits the batch as one shard named after its smallest image id, with its curation
+    tallies (masks and images removed per filter, faces and plates blurred); returns one
+    row (shard, n_images, n_masks, n_failed, bytes) for the driver's progress and summary."""
+    images, failures, tallies = [], [], Counter[str]()
     for i in range(len(batch["uri"])):
         image_id = int(batch["image_id"][i])
+        tallies.update({f"masks_removed.{k}": v for k, v in json.loads(batch["masks_removed"][i]).items()})
+        if batch["stage"][i] == "filter":
+            tallies[f"images_removed.{str(batch['error'][i]).split(':', 1)[0]}"] += 1
         if batch["stage"][i]:
             failures.append(
                 {
@@ -196,7 +244,12 @@ def write_shard(batch: Batch, output: str, storage_options: dict[str, Any]) -> B
             )
         else:
             images.append(ReleaseImage(json.loads(batch["record"][i]), bytes(batch["release_jpeg"][i])))
-    commit = ReleaseWriter(output, storage_options).commit_shard(int(np.min(batch["image_id"])), images, failures)
+            faces, plates = int(batch["blurred_faces"][i]), int(batch["blurred_plates"][i])
+            tallies.update(
+                {"blurred_faces": faces, "blurred_plates": plates, "images_blurred": int(faces + plates > 0)}
+            )
+    writer = ReleaseWriter(output, storage_options)
+    commit = writer.commit_shard(int(np.min(batch["image_id"])), images, failures, dict(tallies))
     return {
         "shard": np.array([commit.name], dtype=object),
         "n_images": np.array([commit.shard.n_images if commit.shard else 0]),

@@ -42,3 +42,4 @@ def test_the_cluster_job_config_loads(tmp_path):
     )
     config = config_from_args(args)
     assert (config.model, config.preset, config.device, config.gpus_per_actor) == ("vit_h", "sa1b", "cuda", 1)
+    assert config.blur_faces_and_plates and config.quality_filters().active() == {"max_masks_per_image": 500}

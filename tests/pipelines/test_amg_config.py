@@ -46,6 +46,8 @@ def test_the_shipped_model_brings_its_thresholds_unless_overridden():
         (["--input", "x", "--output", "y", "--shard-size", "0"], None, "shard_size must be >= 1"),
         (["--input", "x", "--output", "y"], "colour: red\n", "unknown settings colour"),
         (["--input", "x", "--output", "y"], "generator: {points: 3}\n", "unknown MaskGeneratorSettings fields"),
+        (["--input", "x", "--output", "y"], "filters: {min_iou: 0.5}\n", "unknown quality filters min_iou"),
+        (["--input", "x", "--output", "y", "--min-image-coverage", "2"], None, "min_image_coverage must lie in"),
     ],
 )
 def test_bad_configuration_is_refused_with_a_reason(tmp_path, argv, yaml_text, message):
@@ -54,6 +56,21 @@ def test_bad_configuration_is_refused_with_a_reason(tmp_path, argv, yaml_text, m
         argv = [*argv, "--config", str(tmp_path / "c.yaml")]
     with pytest.raises(ValueError, match=message):
         _config(argv)
+
+
+def test_curation_settings_from_yaml_and_flags(tmp_path):
+    config = _config(["--input", "x", "--output", "y"])
+    assert config.blur_faces_and_plates and config.quality_filters().active() == {}  # sa1b: blurring on
+    assert not _config(["--input", "x", "--output", "y", "--preset", "official"]).blur_faces_and_plates
+    assert not _config(["--input", "x", "--output", "y", "--no-deidentify"]).blur_faces_and_plates
+    assert _config(["--input", "x", "--output", "y", "--preset", "official", "--deidentify"]).blur_faces_and_plates
+    yaml_file = tmp_path / "job.yaml"
+    yaml_file.write_text("filters: {min_predicted_iou: 0.9, max_masks_per_image: 100}\ndedup_table: t.parquet\n")
+    config = _config(["--config", str(yaml_file), "--input", "x", "--output", "y", "--max-masks-per-image", "50"])
+    assert config.quality_filters().active() == {"min_predicted_iou": 0.9, "max_masks_per_image": 50}
+    identity = config.identity("abc", "def")
+    assert identity["filters"] == config.quality_filters().active() and identity["dedup_sha256"] == "def"
+    assert identity["deidentify"] is True and identity["dedup_table"] == "t.parquet"
 
 
 def test_gpus_per_actor_follows_the_cluster_unless_set():
@@ -68,7 +85,8 @@ def test_help_documents_every_setting_and_bad_flags_exit_2():
     )
     assert done.returncode == 0
     for flag in ("--input", "--output", "--model", "--preset", "--device", "--actors", "--batch-size", "--shard-size",
-                 "--config", "--points-per-side", "--storage-options"):  # fmt: skip
+                 "--config", "--points-per-side", "--storage-options", "--min-predicted-iou", "--max-masks-per-image",
+                 "--deidentify", "--no-deidentify", "--dedup-table"):  # fmt: skip
         assert flag in done.stdout
     assert "Most images per tar shard" in done.stdout  # the field's docstring is the help text
     bad = subprocess.run(

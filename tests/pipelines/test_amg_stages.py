@@ -23,12 +23,19 @@ def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path)
     batch["stage"], batch["error"] = np.array([""] * n, dtype=object), np.array([""] * n, dtype=object)
 
     loaded = load_images(
-        batch, {}, release_short_side=160, model_long_side=320, jpeg_quality=90, min_side=32, max_pixels=10**8
+        batch,
+        {},
+        deidentify=False,
+        release_short_side=160,
+        model_long_side=320,
+        jpeg_quality=90,
+        min_side=32,
+        max_pixels=10**8,
     )
     sha = file_sha256(bundled_checkpoint("sae_tiny"))
     masked = MaskStage("sae_tiny", "sae_tiny", sha, asdict(config.generator_settings()), "cpu")(loaded)
     assert "model_image" not in masked
-    summary = write_shard(make_records(masked), config.output, {})
+    summary = write_shard(make_records(masked, filters={}), config.output, {})
 
     records = [item.record for item in iter_release(str(tmp_path / "out" / "shards"))]
     assert released_names(records) == zoo["released"]

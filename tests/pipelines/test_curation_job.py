@@ -1,0 +1,130 @@
+"""Curation end to end: `pipelines/dedup.py` makes the keep/drop table, then `pipelines/amg.py`
+releases with it, with quality filters and face blurring on (embedded Ray, the shipped model)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import skimage.data
+from PIL import Image
+
+from curation.images import decode_image, encode_jpeg
+from curation.release import iter_release
+from tests.image_zoo import photo_files, write_files
+from tests.pipelines.conftest import FAST_GENERATOR
+
+REPO = Path(__file__).resolve().parents[2]
+ASTRONAUT_FACE = (177, 66, 95, 95)
+"""XYWH of the face in scikit-image's 512x512 astronaut."""
+
+
+def _run(script: str, *args: str) -> str:
+    unset = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    command = [sys.executable, str(REPO / "pipelines" / script), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stderr
+
+
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of the grayscale image: high for detail, near 0 when blurred."""
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+@pytest.fixture(scope="module")
+def curated(shared_image_paths, tmp_path_factory) -> dict:
+    """The inputs, the keep/drop table and the release of one curated run."""
+    root = tmp_path_factory.mktemp("curated")
+    astronaut = skimage.data.astronaut()
+    smaller = cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)
+    files = {
+        **dict(list(photo_files(shared_image_paths).items())[:2]),  # two photos of ../shared, 320 px
+        "astronaut.jpg": (original := _jpeg(astronaut, 95)),
+        "astronaut_copy.jpg": _jpeg(smaller, 40),  # a near-duplicate: smaller and recompressed
+        "empty.jpg": b"",
+    }
+    write_files(root / "in", files)
+    table, out = root / "dedup.parquet", root / "release"
+    dedup_log = _run("dedup.py", "--input", str(root / "in"), "--output", str(table))
+    amg_log = _run("amg.py", "--input", str(root / "in"), "--output", str(out), "--dedup-table", str(table),
+                   "--points-per-side", str(FAST_GENERATOR["points_per_side"]),
+                   "--max-masks-per-image", "5", "--min-area-fraction", "0.001")  # fmt: skip
+    return {"root": root, "table": table, "out": out, "dedup_log": dedup_log, "amg_log": amg_log,
+            "astronaut": astronaut, "input": original}  # fmt: skip
+
+
+def test_dedup_job_writes_a_keep_drop_table(curated):
+    rows = {Path(r["uri"]).name: r for r in pq.read_table(curated["table"]).to_pylist()}
+    assert len(rows) == 5 and "[dedup] done: 5 inputs" in curated["dedup_log"]
+    assert rows["astronaut.jpg"]["reason"] == "kept" and rows["astronaut.jpg"]["keep"]
+    copy = rows["astronaut_copy.jpg"]
+    assert copy["reason"] == "duplicate" and not copy["keep"] and copy["matched_uri"].endswith("/astronaut.jpg")
+    assert 0 <= copy["distance"] <= 10
+    assert rows["empty.jpg"]["reason"] == "unreadable" and rows["empty.jpg"]["keep"] and rows["empty.jpg"]["error"]
+    assert sorted(r["reason"] for r in rows.values()) == ["duplicate", "kept", "unique", "unique", "unreadable"]
+
+
+def test_release_accounts_for_the_dropped_duplicate_and_copies_the_table(curated):
+    out = curated["out"]
+    failures = {Path(f["uri"]).name: f for f in pq.read_table(out / "failures").to_pylist()}
+    assert failures["astronaut_copy.jpg"]["stage"] == "dedup"
+    assert "near-duplicate of" in failures["astronaut_copy.jpg"]["error"]
+    assert failures["empty.jpg"]["stage"] == "decode" and len(failures) == 2
+    names = sorted(Path(r.record["image"]["source"]).name for r in iter_release(str(out)))
+    assert "astronaut.jpg" in names and "astronaut_copy.jpg" not in names and len(names) == 3
+    assert (out / "dedup" / "keep_drop.parquet").read_bytes() == curated["table"].read_bytes()
+    assert "the keep/drop table drops 1 as near-duplicates" in curated["amg_log"]
+
+
+def test_release_carries_filter_counts_and_the_card(curated):
+    manifest = json.loads((curated["out"] / "manifest.json").read_text())
+    curation = manifest["summary"]["curation"]
+    assert curation["filters"] == {"min_area_fraction": 0.001, "max_masks_per_image": 5}
+    assert curation["masks_removed"]["max_masks_per_image"] > 0
+    assert curation["dedup"]["dropped"] == 1 and curation["dedup"]["clusters"] == 1
+    records = [r.record for r in iter_release(str(curated["out"]))]
+    assert all(1 <= len(r["annotations"]) <= 5 for r in records)
+    area = {r["image"]["image_id"]: r["image"]["width"] * r["image"]["height"] for r in records}
+    assert all(a["area"] >= 0.001 * area[r["image"]["image_id"]] for r in records for a in r["annotations"])
+    card = (curated["out"] / "DATASET_CARD.md").read_text()
+    assert "| `max_masks_per_image` = 5 |" in card and "| dropped as near-duplicates | 1 |" in card
+    assert f"{curation['deidentify']['faces']} faces" in card and "| dedup | 1 |" in card
+    assert manifest["settings"]["dedup_sha256"] == curation["dedup"]["sha256"]
+
+
+def test_released_astronaut_has_its_face_blurred_and_the_rest_kept(curated):
+    record, jpeg = next(
+        (r.record, r.image_bytes) for r in iter_release(str(curated["out"]))
+        if r.record["image"]["source"].endswith("/astronaut.jpg")
+    )  # fmt: skip
+    assert record["image"]["blurred_faces"] >= 1 and record["image"]["blurred_plates"] == 0
+    released = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    assert released.shape == curated["astronaut"].shape  # 512 px: under the 1500 px release side
+    x, y, w, h = ASTRONAUT_FACE
+    face, original_face = released[y : y + h, x : x + w], curated["astronaut"][y : y + h, x : x + w]
+    assert _sharpness(face) < 0.1 * _sharpness(original_face)
+    # Without blurring, the job would have released exactly this (decode, then JPEG at quality 90).
+    # JPEG codes 16x16 blocks independently (the decoder's chroma upsampling reaches one pixel into
+    # the next), so the image from the second block row under the grown face box on is identical.
+    unblurred = np.asarray(Image.open(io.BytesIO(encode_jpeg(decode_image(curated["input"]), 90))))
+    below = 16 * -(-(y + h + h // 4) // 16) + 16
+    assert np.array_equal(released[below:], unblurred[below:])
+    assert not np.array_equal(released[y : y + h, x : x + w], unblurred[y : y + h, x : x + w])
+    manifest = json.loads((curated["out"] / "manifest.json").read_text())
+    assert manifest["summary"]["curation"]["deidentify"]["faces"] >= 1
