@@ -6,7 +6,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from curation.deidentify import DETECTOR_LIMITS
+from curation.deidentify import DETECTOR, DETECTOR_LIMITS
+from curation.filters import IMAGES_REMOVED, MASKS_REMOVED
+
+
+def curation_summary(
+    filters: dict[str, Any], deidentified: bool, tallies: dict[str, int], dedup: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What curation did to a release, from the active `filters`, whether images were
+    `deidentified`, the summed shard `tallies` and the keep/drop table's summary (None without one)."""
+    return {
+        "filters": filters,
+        "masks_removed": _prefixed(tallies, MASKS_REMOVED),
+        "images_removed": _prefixed(tallies, IMAGES_REMOVED),
+        "deidentify": {
+            "on": deidentified,
+            "detector": DETECTOR if deidentified else None,
+            "images_blurred": tallies.get("images_blurred", 0),
+            "faces": tallies.get("blurred_faces", 0),
+            "plates": tallies.get("blurred_plates", 0),
+        },
+        "dedup": dedup,
+    }
+
+
+def _prefixed(tallies: dict[str, int], prefix: str) -> dict[str, int]:
+    return {k.removeprefix(prefix): v for k, v in sorted(tallies.items()) if k.startswith(prefix)}
 
 
 def release_card(summary: dict[str, Any], settings: dict[str, Any], failures_by_stage: dict[str, int]) -> str:

@@ -19,6 +19,10 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
+MASKS_REMOVED = "masks_removed."
+IMAGES_REMOVED = "images_removed."
+"""Prefixes of the shard tallies that count, per filter name, the masks and images it removed."""
+
 Annotation = dict[str, Any]
 """One SA-1B annotation: segmentation (COCO RLE), bbox, area, predicted_iou, stability_score, ..."""
 

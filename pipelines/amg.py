@@ -31,9 +31,8 @@ import pyarrow.compute as pc
 if __package__ in (None, ""):  # run as a script (`python pipelines/amg.py`): make the repo importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from curation.card import release_card
+from curation.card import curation_summary, release_card
 from curation.dedup_table import DedupTable, DedupTableError
-from curation.deidentify import DETECTOR
 from curation.inputs import InputError, plan_inputs
 from curation.job_plan import PlanMismatchError, load_or_create_plan
 from curation.release import ReleaseWriter, ShardCommit, read_manifest
@@ -231,7 +230,12 @@ def finish(
         "n_masks": n_masks,
         "n_failed": n_failed,
         "masks_per_image": round(n_masks / n_images, 2) if n_images else 0.0,
-        "curation": curation_summary(config, tallies, dedup),
+        "curation": curation_summary(
+            config.quality_filters().active(),
+            config.blur_faces_and_plates,
+            tallies,
+            {**dedup.summary(), "table": config.dedup_table, "copy": "/".join(DEDUP_COPY)} if dedup else None,
+        ),
         "last_run_images": progress.images + progress.failed,
         "last_run_seconds": round(progress.seconds, 1),
         "last_run_images_per_second": round((progress.images + progress.failed) / max(progress.seconds, 1e-9), 3),
@@ -249,25 +253,6 @@ def finish(
         f"{summary['last_run_seconds']} s ({summary['last_run_images_per_second']} images/s) -> {config.output}"
     )
     return manifest
-
-
-def curation_summary(config: JobConfig, tallies: Counter[str], dedup: DedupTable | None) -> dict[str, Any]:
-    """What curation did to the release: filters and what each removed, de-identification, dedup."""
-    removed = {k.split(".", 1)[1]: v for k, v in sorted(tallies.items()) if k.startswith("masks_removed.")}
-    dropped = {k.split(".", 1)[1]: v for k, v in sorted(tallies.items()) if k.startswith("images_removed.")}
-    return {
-        "filters": config.quality_filters().active(),
-        "masks_removed": removed,
-        "images_removed": dropped,
-        "deidentify": {
-            "on": config.blur_faces_and_plates,
-            "detector": DETECTOR if config.blur_faces_and_plates else None,
-            "images_blurred": tallies["images_blurred"],
-            "faces": tallies["blurred_faces"],
-            "plates": tallies["blurred_plates"],
-        },
-        "dedup": {**dedup.summary(), "table": config.dedup_table, "copy": "/".join(DEDUP_COPY)} if dedup else None,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

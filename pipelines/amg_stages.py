@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from curation.deidentify import Deidentifier
-from curation.filters import QualityFilters, apply_filters
+from curation.filters import IMAGES_REMOVED, MASKS_REMOVED, QualityFilters, apply_filters
 from curation.images import ImageDecodeError, decode_image, encode_jpeg, fit_long_side, fit_short_side, resize_image
 from curation.records import image_entry, rescale_annotations
 from curation.release import ReleaseImage, ReleaseWriter
@@ -230,9 +230,9 @@ def write_shard(batch: Batch, output: str, storage_options: dict[str, Any]) -> B
     images, failures, tallies = [], [], Counter[str]()
     for i in range(len(batch["uri"])):
         image_id = int(batch["image_id"][i])
-        tallies.update({f"masks_removed.{k}": v for k, v in json.loads(batch["masks_removed"][i]).items()})
+        tallies.update({MASKS_REMOVED + k: v for k, v in json.loads(batch["masks_removed"][i]).items()})
         if batch["stage"][i] == "filter":
-            tallies[f"images_removed.{str(batch['error'][i]).split(':', 1)[0]}"] += 1
+            tallies[IMAGES_REMOVED + str(batch["error"][i]).split(":", 1)[0]] += 1
         if batch["stage"][i]:
             failures.append(
                 {
