@@ -9,7 +9,7 @@ SHARED_IMAGES ?= ../shared/data/images
 DEMO_OUT ?= out/demo
 JOB_OUT ?= out/release
 
-.PHONY: setup job demo test clean
+.PHONY: setup browser job demo test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Debian's chromium and chromedriver, for the tests that open the HTML report in a real browser.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
 # The main job on the embedded default: local Ray, local folders, the shipped sae_tiny model.
 job: $(STAMP)
@@ -32,7 +38,7 @@ demo: $(STAMP)
 	done
 
 # pytest exits 5 when it collects no test; make then fails, as it should.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -116,6 +116,24 @@ class _HashingWriter:
         self.sink.flush()
 
 
+class _HashingReader:
+    """A read-only file object that passes bytes through while counting and hashing them."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source, self.digest, self.size = source, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read (and hash) whatever the tar reader left unread: end-of-archive padding."""
+        while self.read(1 << 20):
+            pass
+
+
 class ReleaseWriter:
     """Writes a release under `uri`; `storage_options` go to fsspec (e.g. an S3 endpoint)."""
 
@@ -141,10 +159,14 @@ class ReleaseWriter:
                     key = image_key(item.record["image"]["image_id"])
                     _add_member(tar, f"{key}.jpg", item.image_bytes)
                     _add_member(tar, f"{key}.json", json.dumps(item.record, separators=(",", ":")).encode())
-        self._write_table(("index", "images", f"{name}.parquet"), _image_table([i.record for i in images], name))
-        self._write_table(("index", "masks", f"{name}.parquet"), _mask_table([i.record for i in images]))
+        self.write_index(name, [i.record for i in images])
         n_masks = sum(len(i.record["annotations"]) for i in images)
         return ShardSummary(name, len(images), n_masks, sink.size, sink.digest.hexdigest())
+
+    def write_index(self, shard: str, records: Sequence[dict[str, Any]]) -> None:
+        """index/images/<shard>.parquet and index/masks/<shard>.parquet for the SA-1B records of one shard."""
+        self._write_table(("index", "images", f"{shard}.parquet"), _image_table(records, shard))
+        self._write_table(("index", "masks", f"{shard}.parquet"), _mask_table(records))
 
     def write_failures(self, part: str, rows: Iterable[dict[str, Any]]) -> None:
         """failures/<part>.parquet with the columns of FAILURE_SCHEMA (written even when empty)."""
@@ -300,14 +322,29 @@ def shard_uris(uri: str, storage_options: dict[str, Any] | None = None) -> list[
     return [fs.unstrip_protocol(p) for p in paths]
 
 
-def iter_shard(uri: str, storage_options: dict[str, Any] | None = None) -> Iterator[ReleaseImage]:
+def iter_shard(
+    uri: str, storage_options: dict[str, Any] | None = None, checksum: list[tuple[int, str]] | None = None
+) -> Iterator[ReleaseImage]:
     """The images of one tar shard in order: each `<key>.json` record with its `<key>.jpg` bytes.
 
     Member names are checked (plain file names, no folders, no '..'), sizes are bounded, and
     every record must come with its image; anything else raises ReleaseError naming the shard.
+    With a `checksum` list, (bytes, sha256 hex) of the whole file is appended to it once the
+    shard has been read to its end, from the same single read.
     """
     pending: dict[str, dict[str, bytes]] = {}
-    with fsspec.open(uri, "rb", **(storage_options or {})) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+    with fsspec.open(uri, "rb", **(storage_options or {})) as source:
+        raw = _HashingReader(source)
+        yield from _shard_members(uri, raw, pending)
+        if checksum is not None:
+            raw.drain()
+            checksum.append((raw.size, raw.digest.hexdigest()))
+    if pending:
+        raise ReleaseError(f"shard {uri}: entries without both an image and a record: {sorted(pending)[:5]}")
+
+
+def _shard_members(uri: str, raw: _HashingReader, pending: dict[str, dict[str, bytes]]) -> Iterator[ReleaseImage]:
+    with tarfile.open(fileobj=raw, mode="r|") as tar:
         for member in tar:
             name = _checked_member_name(uri, member)
             if name is None:
@@ -320,8 +357,6 @@ def iter_shard(uri: str, storage_options: dict[str, Any] | None = None) -> Itera
             if "json" in parts and ("jpg" in parts or "jpeg" in parts):
                 del pending[key]
                 yield ReleaseImage(json.loads(parts["json"]), parts.get("jpg") or parts["jpeg"])
-    if pending:
-        raise ReleaseError(f"shard {uri}: entries without both an image and a record: {sorted(pending)[:5]}")
 
 
 def _checked_member_name(uri: str, member: tarfile.TarInfo) -> str | None:

@@ -1,0 +1,492 @@
+"""The SAM paper's mask quality audit (section 5, "Mask quality"), for any release.
+
+The paper drew ~500 images (~50k masks) of SA-1B at random, had professional annotators correct
+the automatic masks with pixel-precise tools, and compared each automatic mask with its corrected
+version: 94% of the pairs had IoU > 0.90 and 97% IoU > 0.75. This module does the same for a
+release in three steps:
+
+    python -m analysis.audit export --release URI --out DIR --n 500 --seed 0
+        DIR/audit.json (COCO, the automatic masks as RLE) and DIR/images/sa_<id>.jpg
+    ... annotators correct DIR/audit.json in any COCO tool, keeping annotation ids; they may delete
+        masks and add new ones (new ids), and may save polygons or RLE ...
+    python -m analysis.audit score --exported DIR/audit.json --corrected FILE --out DIR
+        DIR/audit_pairs.csv (one row per kept mask), DIR/audit_summary.csv, DIR/audit_changes.csv
+
+The sample is uniform and seeded: the n images with the smallest splitmix64 hash of their id
+(`analysis.accumulators.seeded_hash`), found in one streaming pass over the images index, so it is
+the same on every machine and does not depend on the order of the index files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from analysis.accumulators import seeded_hash
+from analysis.release_index import DEFAULT_BATCH_ROWS, SIZE_LABELS, ReleaseIndex, relative_size, size_class
+from analysis.rle import rle_runs
+from curation.release import ReleaseError, image_key, iter_shard
+
+log = logging.getLogger(__name__)
+
+AUDIT_FILE = "audit.json"
+IMAGES_DIR = "images"
+CATEGORY = {"id": 1, "name": "object"}
+IOU_THRESHOLDS = (0.90, 0.75)
+"""The paper's thresholds; a pair counts when its IoU is strictly greater ("IoU > 0.90")."""
+SUMMARY_ROWS = ("all", *SIZE_LABELS)
+SUMMARY_COLUMNS = ("pairs", "share_iou_above_0_90", "share_iou_above_0_75", "mean_iou", "median_iou")
+PAIR_COLUMNS = ("id", "image_id", "area", "corrected_area", "relative_size", "size_class", "iou")
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class AuditInputError(ValueError):
+    """An exported or corrected audit file that cannot be scored: missing, not COCO, inconsistent."""
+
+
+def _progress(message: str) -> None:
+    print(f"\raudit: {message}", end="", file=sys.stderr, flush=True)
+
+
+# --- sampling -----------------------------------------------------------------------------------
+
+
+def _sample_rows(
+    index: ReleaseIndex, n: int, seed: int, columns: Sequence[str], batch_rows: int, progress: bool = False
+) -> pa.Table:
+    """The images-index rows (`columns`, which must include image_id) of the n images with the
+    smallest seeded hash of their id, sorted by image id. Holds at most n + batch_rows rows."""
+    if n < 1:
+        raise ValueError(f"the sample size n must be >= 1, got {n}")
+    if "image_id" not in columns:
+        raise ValueError("columns must include image_id")
+    kept: pa.Table | None = None
+    kept_hashes = np.empty(0, np.uint64)
+    seen = 0
+    for batch in index.iter_images(columns, batch_rows):
+        ids = batch["image_id"]
+        if ids.null_count:
+            raise ReleaseError(f"{index.uri}: the images index has {ids.null_count} rows without an image_id")
+        hashes = seeded_hash(ids.to_numpy().astype(np.int64), seed)
+        seen += len(batch)
+        if progress:
+            _progress(f"sampling: {seen} images scanned")
+        rows = np.argsort(hashes, kind="stable")[:n]  # at most n rows of a batch can enter
+        if len(kept_hashes) >= n:
+            rows = rows[hashes[rows] < kept_hashes[-1]]
+        if len(rows) == 0:
+            continue
+        merged = batch.take(pa.array(rows)) if kept is None else pa.concat_tables([kept, batch.take(pa.array(rows))])
+        merged_hashes = np.concatenate([kept_hashes, hashes[rows]])
+        # splitmix64 is a bijection: equal hashes mean the same id listed twice; keep it once
+        _, first = np.unique(merged_hashes, return_index=True)
+        if len(first) < len(merged_hashes):
+            log.warning("%s: image ids listed more than once in the images index; sampled once", index.uri)
+        order = first[np.argsort(merged_hashes[first], kind="stable")][:n]
+        kept, kept_hashes = merged.take(pa.array(order)), merged_hashes[order]
+    if progress:
+        print(file=sys.stderr)
+    if kept is None or len(kept) == 0:
+        raise ReleaseError(f"{index.uri}: the images index holds no images")
+    if len(kept) < n:
+        log.warning("%s holds %d images, fewer than the %d asked for: the sample is all of them", index.uri, seen, n)
+    return kept.take(pa.array(np.argsort(kept["image_id"].to_numpy(), kind="stable")))
+
+
+def sample_images(index: ReleaseIndex, n: int, seed: int, batch_rows: int = DEFAULT_BATCH_ROWS) -> list[int]:
+    """A uniform random sample of n image ids of the release without replacement, sorted.
+
+    Bottom-n by `seeded_hash(image_id, seed)`: deterministic per seed, independent of file order
+    and batch size, in one streaming pass holding at most n + batch_rows ids. A release with fewer
+    than n images gives all of them (and logs a warning). ValueError for n < 1.
+    """
+    return _sample_rows(index, n, seed, ["image_id"], batch_rows)["image_id"].to_pylist()
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+def _model_info(manifest: dict[str, Any]) -> dict[str, Any]:
+    settings = manifest.get("settings") or {}
+    info = {"model": settings.get("model"), "model_sha256": settings.get("checkpoint_sha256") or None}
+    return {k: v for k, v in info.items() if v}
+
+
+def _audit_annotation(ann: dict[str, Any], image: dict[str, Any], new_id: int) -> dict[str, Any]:
+    segmentation = ann["segmentation"]
+    size = [image["height"], image["width"]]
+    if not isinstance(segmentation, dict) or list(segmentation.get("size", ())) != size:
+        raise ReleaseError(f"image {image['image_id']} mask {ann.get('id')}: segmentation is not an RLE of size {size}")
+    rle = {"size": size, "counts": segmentation["counts"]}
+    bbox = ann.get("bbox")
+    return {
+        "id": new_id,
+        "image_id": image["image_id"],
+        "category_id": CATEGORY["id"],
+        "segmentation": rle,
+        "area": int(ann["area"]) if ann.get("area") is not None else int(mask_utils.area(rle)),
+        "bbox": [float(v) for v in bbox] if bbox is not None else mask_utils.toBbox(rle).tolist(),
+        "iscrowd": 0,
+        "predicted_iou": ann.get("predicted_iou"),
+        "stability_score": ann.get("stability_score"),
+        "release_image_id": image["image_id"],
+        "release_ann_id": ann["id"],
+    }
+
+
+def export_audit(
+    release_uri: str,
+    out_dir: str | os.PathLike[str],
+    n: int,
+    seed: int,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Export a seeded sample of n images of a release for correction; returns out_dir/audit.json.
+
+    Writes out_dir/images/sa_<id>.jpg and out_dir/audit.json (COCO: images with id = the
+    release's image id, file_name, width, height, shard; one annotation per mask with a new id
+    unique in the file, 1..M, keeping `release_image_id`/`release_ann_id`, the RLE, area, bbox
+    XYWH and the model's scores; `info` with the release, seed, n and model). Reads only the
+    shards that hold sampled images. A rerun overwrites the same files with the same bytes.
+    """
+    index = ReleaseIndex(release_uri, storage_options)
+    rows = _sample_rows(index, n, seed, ["image_id", "width", "height", "shard"], DEFAULT_BATCH_ROWS, progress)
+    wanted: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in rows.to_pylist():
+        shard = row["shard"]
+        if not isinstance(shard, str) or not _SHARD_NAME.fullmatch(shard):
+            raise ReleaseError(f"{release_uri}: image {row['image_id']} has an invalid shard name {shard!r}")
+        wanted.setdefault(shard, {})[row["image_id"]] = row
+    out = Path(out_dir)
+    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    records: dict[int, dict[str, Any]] = {}
+    shard_of = {image_id: shard for shard, images in wanted.items() for image_id in images}
+    for done, (shard, images) in enumerate(sorted(wanted.items()), 1):
+        missing = dict(images)
+        for item in iter_shard(index.shard_uri(shard), storage_options):
+            image_id = item.record["image"]["image_id"]
+            row = missing.pop(image_id, None)
+            if row is None:
+                continue
+            header = item.record["image"]
+            if (header["width"], header["height"]) != (row["width"], row["height"]):
+                raise ReleaseError(f"image {image_id}: the shard and the images index disagree on its size")
+            file_name = f"{image_key(image_id)}.jpg"
+            (out / IMAGES_DIR / file_name).write_bytes(item.image_bytes)
+            records[image_id] = item.record
+            if not missing:
+                break
+        if missing:
+            raise ReleaseError(f"shard {shard} of {release_uri} lacks images the index puts there: {sorted(missing)}")
+        if progress:
+            _progress(f"{done}/{len(wanted)} shards read, {len(records)}/{len(rows)} images")
+    if progress:
+        print(file=sys.stderr)
+    images, annotations = [], []
+    for image_id in sorted(records):
+        header = records[image_id]["image"]
+        image = {
+            "id": image_id,
+            "file_name": f"{image_key(image_id)}.jpg",
+            "width": header["width"],
+            "height": header["height"],
+            "shard": shard_of[image_id],
+        }
+        images.append(image)
+        for ann in records[image_id]["annotations"]:
+            annotations.append(_audit_annotation(ann, header, len(annotations) + 1))
+    info = {
+        "description": "sa-engine mask quality audit (SAM paper section 5): correct these masks",
+        "release": index.uri,
+        "seed": seed,
+        "n": n,
+        "n_images": len(images),
+        "n_masks": len(annotations),
+        "sampling": "bottom-n of splitmix64(image_id ^ seed) (analysis.accumulators.seeded_hash)",
+        **_model_info(index.manifest),
+    }
+    coco = {"info": info, "images": images, "annotations": annotations, "categories": [dict(CATEGORY)]}
+    path = out / AUDIT_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(coco, separators=(",", ":")))
+    os.replace(tmp, path)
+    log.info("%d images, %d masks exported to %s", len(images), len(annotations), path)
+    return path
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """pairs: one row per exported mask kept in the corrected file (PAIR_COLUMNS; area and size
+    class of the exported mask). summary: rows SUMMARY_ROWS x SUMMARY_COLUMNS (NaN shares for a
+    class without pairs). deleted_ids / added_ids: exported annotation ids absent from the corrected
+    file, and corrected annotation ids that were not exported (new masks)."""
+
+    pairs: pd.DataFrame
+    summary: pd.DataFrame
+    deleted_ids: list[int] = field(default_factory=list)
+    added_ids: list[int] = field(default_factory=list)
+    n_exported: int = 0
+    n_corrected: int = 0
+
+    @property
+    def n_deleted(self) -> int:
+        return len(self.deleted_ids)
+
+    @property
+    def n_added(self) -> int:
+        return len(self.added_ids)
+
+
+def _load_coco(path: str | os.PathLike[str], role: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise AuditInputError(f"{role} file {path} does not exist")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise AuditInputError(f"{role} file {path} is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise AuditInputError(f"{role} file {path} is not JSON: {error}") from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
+    ):
+        raise AuditInputError(f"{role} file {path} is not COCO JSON: it needs 'images' and 'annotations' lists")
+    for key, entries, needed in (
+        ("images", data["images"], ("id", "width", "height")),
+        ("annotations", data["annotations"], ("id", "image_id", "segmentation")),
+    ):
+        ids: Counter[Any] = Counter()
+        for entry in entries:
+            if not isinstance(entry, dict) or any(k not in entry for k in needed):
+                raise AuditInputError(
+                    f"{role} file {path}: every entry of '{key}' needs {list(needed)}: {entry!r:.200}"
+                )
+            ids[entry["id"]] += 1
+        duplicates = sorted((i for i, count in ids.items() if count > 1), key=str)
+        if duplicates:
+            raise AuditInputError(f"{role} file {path}: '{key}' ids listed more than once: {duplicates[:10]}")
+    return data
+
+
+def _coco_index(data: dict[str, Any]) -> COCO:
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
+        coco.createIndex()
+    return coco
+
+
+def _rle(coco: COCO, ann: dict[str, Any], role: str) -> dict[str, Any]:
+    image = coco.imgs[ann["image_id"]]
+    segmentation = ann["segmentation"]
+    if isinstance(segmentation, dict):
+        size = list(segmentation.get("size", ()))
+        if size != [image["height"], image["width"]]:
+            raise AuditInputError(
+                f"{role} annotation {ann['id']}: mask size {size} differs from its image's "
+                f"[height, width] = {[image['height'], image['width']]}"
+            )
+        counts = segmentation.get("counts")
+        if isinstance(counts, str):  # pycocotools reads malformed compressed counts without complaint
+            runs = rle_runs(counts)
+            if runs is None or (runs < 0).any() or int(runs.sum()) != image["height"] * image["width"]:
+                raise AuditInputError(
+                    f"{role} annotation {ann['id']}: RLE counts are malformed or do not cover its "
+                    f"{image['height']}x{image['width']} image"
+                )
+    elif not isinstance(segmentation, list) or not segmentation:
+        raise AuditInputError(f"{role} annotation {ann['id']}: segmentation is neither RLE nor polygons")
+    try:
+        return coco.annToRLE(ann)
+    except Exception as error:  # noqa: BLE001 - pycocotools raises bare Exception on malformed polygons
+        raise AuditInputError(f"{role} annotation {ann['id']}: unreadable segmentation ({error})") from None
+
+
+def _pair_iou(corrected: dict[str, Any], exported: dict[str, Any]) -> float:
+    if mask_utils.area(corrected) == 0 and mask_utils.area(exported) == 0:
+        return 1.0
+    return float(mask_utils.iou([corrected], [exported], [0])[0, 0])
+
+
+def summarize_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The summary table of a pairs table: rows SUMMARY_ROWS, columns SUMMARY_COLUMNS."""
+    rows = {}
+    for label in SUMMARY_ROWS:
+        iou = pairs["iou"] if label == "all" else pairs.loc[pairs["size_class"] == label, "iou"]
+        iou = iou.to_numpy(np.float64)
+        empty = len(iou) == 0
+        rows[label] = {
+            "pairs": len(iou),
+            "share_iou_above_0_90": np.nan if empty else float(np.mean(iou > IOU_THRESHOLDS[0])),
+            "share_iou_above_0_75": np.nan if empty else float(np.mean(iou > IOU_THRESHOLDS[1])),
+            "mean_iou": np.nan if empty else float(np.mean(iou)),
+            "median_iou": np.nan if empty else float(np.median(iou)),
+        }
+    summary = pd.DataFrame.from_dict(rows, orient="index", columns=list(SUMMARY_COLUMNS))
+    summary["pairs"] = summary["pairs"].astype(np.int64)
+    summary.index.name = "masks"
+    return summary
+
+
+def score_audit(exported: str | os.PathLike[str], corrected: str | os.PathLike[str]) -> AuditResult:
+    """IoU of every exported mask with its corrected version (paired by annotation id).
+
+    The corrected file may store masks as RLE or polygons and may omit images (the exported image
+    sizes are used). Masks absent from it count as deleted, ids not in the export as added; both
+    are reported, neither is scored. AuditInputError (a ValueError) for a missing or non-COCO file,
+    an export without masks, an annotation moved to another image, an image unknown to the export,
+    or a mask whose size differs from its image.
+    """
+    exported_data = _load_coco(exported, "exported")
+    corrected_data = _load_coco(corrected, "corrected")
+    if not exported_data["annotations"]:
+        raise AuditInputError(f"exported file {exported} holds no annotations")
+    images = {image["id"]: image for image in exported_data["images"]}
+    for image in corrected_data["images"]:
+        known = images.get(image["id"])
+        if known is None:
+            raise AuditInputError(f"corrected file {corrected}: image {image['id']} is not in the export")
+        if (image["width"], image["height"]) != (known["width"], known["height"]):
+            raise AuditInputError(
+                f"corrected file {corrected}: image {image['id']} is {image['width']}x{image['height']}, "
+                f"exported as {known['width']}x{known['height']} (width x height)"
+            )
+    for ann in (*exported_data["annotations"], *corrected_data["annotations"]):
+        if ann["image_id"] not in images:
+            raise AuditInputError(f"annotation {ann['id']} refers to image {ann['image_id']}, not in the export")
+    exported_coco = _coco_index(exported_data)
+    # the exported images give the sizes polygons are drawn at, whatever the corrected file lists
+    corrected_coco = _coco_index({**corrected_data, "images": exported_data["images"]})
+    corrected_anns = {ann["id"]: ann for ann in corrected_data["annotations"]}
+    exported_ids = {ann["id"] for ann in exported_data["annotations"]}
+    rows, deleted = [], []
+    for ann in exported_data["annotations"]:
+        other = corrected_anns.get(ann["id"])
+        if other is None:
+            deleted.append(ann["id"])
+            continue
+        if other["image_id"] != ann["image_id"]:
+            raise AuditInputError(
+                f"corrected annotation {ann['id']} is on image {other['image_id']}, exported on {ann['image_id']}"
+            )
+        rle_exported = _rle(exported_coco, ann, "exported")
+        rle_corrected = _rle(corrected_coco, other, "corrected")
+        image = images[ann["image_id"]]
+        rows.append(
+            {
+                "id": ann["id"],
+                "image_id": ann["image_id"],
+                "area": int(mask_utils.area(rle_exported)),
+                "corrected_area": int(mask_utils.area(rle_corrected)),
+                "height": image["height"],
+                "width": image["width"],
+                "iou": _pair_iou(rle_corrected, rle_exported),
+            }
+        )
+    added = sorted(i for i in corrected_anns if i not in exported_ids)
+    pairs = pd.DataFrame(rows, columns=["id", "image_id", "area", "corrected_area", "height", "width", "iou"])
+    rel = relative_size(pairs["area"].to_numpy(), pairs["height"].to_numpy(), pairs["width"].to_numpy())
+    pairs["relative_size"] = rel
+    pairs["size_class"] = np.asarray(SIZE_LABELS, dtype=object)[size_class(rel)] if len(pairs) else []
+    pairs = pairs[list(PAIR_COLUMNS)].astype({"id": np.int64, "image_id": np.int64, "iou": np.float64})
+    if deleted or added:
+        log.info("%d exported masks deleted, %d masks added by the correction", len(deleted), len(added))
+    return AuditResult(
+        pairs=pairs,
+        summary=summarize_pairs(pairs),
+        deleted_ids=sorted(deleted),
+        added_ids=added,
+        n_exported=len(exported_ids),
+        n_corrected=len(corrected_anns),
+    )
+
+
+def write_audit_tables(result: AuditResult, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """audit_pairs.csv, audit_summary.csv and audit_changes.csv (deleted/added ids) in out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    changes = pd.DataFrame(
+        {
+            "id": [*result.deleted_ids, *result.added_ids],
+            "change": ["deleted"] * result.n_deleted + ["added"] * result.n_added,
+        }
+    )
+    paths = [out / "audit_pairs.csv", out / "audit_summary.csv", out / "audit_changes.csv"]
+    result.pairs.to_csv(paths[0], index=False)
+    result.summary.to_csv(paths[1])
+    changes.to_csv(paths[2], index=False)
+    return paths
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis.audit", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="sample images of a release and export their masks as COCO")
+    export.add_argument("--release", required=True, help="release URI (local folder, s3://, gs://)")
+    export.add_argument("--out", required=True, help="local folder for audit.json and images/")
+    export.add_argument("--n", type=int, default=500, help="images to sample (default 500, as in the paper)")
+    export.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    export.add_argument(
+        "--storage-options", type=json.loads, default=None, help="fsspec options as JSON, e.g. '{\"anon\": true}'"
+    )
+    score = commands.add_parser("score", help="compare corrected masks with the exported ones")
+    score.add_argument("--exported", required=True, help="the audit.json written by export")
+    score.add_argument("--corrected", required=True, help="the corrected COCO JSON (RLE or polygons)")
+    score.add_argument("--out", required=True, help="folder for audit_pairs.csv, audit_summary.csv, audit_changes.csv")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="audit: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "export":
+            path = export_audit(args.release, args.out, args.n, args.seed, args.storage_options)
+            info = json.loads(path.read_text())["info"]
+            print(f"{info['n_images']} images, {info['n_masks']} masks -> {path}")
+        else:
+            result = score_audit(args.exported, args.corrected)
+            paths = write_audit_tables(result, args.out)
+            with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
+                print(result.summary.to_string())
+            print(
+                f"{result.n_exported} exported masks: {len(result.pairs)} scored, {result.n_deleted} deleted; "
+                f"{result.n_added} added"
+            )
+            print("written: " + ", ".join(str(p) for p in paths))
+    except (ValueError, OSError) as error:  # ReleaseError and AuditInputError are ValueErrors
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

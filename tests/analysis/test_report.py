@@ -1,0 +1,126 @@
+"""The HTML report end to end: every section from a release with known answers, read locally and
+from a moto S3 server on loopback, then opened in real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.audit import export_audit
+from analysis.fairness import summarize_groups
+from analysis.report import main
+from curation.release import ReleaseError
+from tests.analysis.conftest import KnownRelease, write_coco
+from tests.browser import check_page, chromium, serve_folder
+from tests.ray_cluster import free_port
+
+SECTIONS = ("Overview", "Mask properties", "Geography and income", "Quality audit", "Fairness in segmenting people")
+
+
+@pytest.fixture(scope="module")
+def report(known_release: KnownRelease, fairness_masks_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("report_inputs")
+    coco = write_coco(work / "coco.json", known_release, polygons=True)
+    audit = export_audit(known_release.uri, work / "audit", n=3, seed=0, progress=False)
+    corrected = json.loads(audit.read_text())
+    corrected["annotations"] = corrected["annotations"][1:]  # the annotators deleted one mask
+    (work / "corrected.json").write_text(json.dumps(corrected))
+    groups = summarize_groups(pd.read_csv(fairness_masks_csv), ["GenderPresentation"])
+    groups.to_csv(work / "fairness_groups.csv", index=False)
+    out = tmp_path_factory.mktemp("report")
+    args = ["--release", known_release.uri, "--out", str(out), "--name", "known", "--compare", f"COCO={coco}"]
+    args += ["--audit-exported", str(audit), "--audit-corrected", str(work / "corrected.json")]
+    args += ["--fairness", str(work / "fairness_groups.csv"), "--concavity-sample", "50"]
+    assert main(args) == 0
+    return out
+
+
+def test_report_tables_hold_the_known_answers(report: Path) -> None:
+    page = (report / "index.html").read_text()
+    assert all(f"<h2>{title}</h2>" in page for title in SECTIONS)
+    datasets = pd.read_csv(report / "tables" / "datasets.csv").set_index("dataset")
+    assert datasets.loc["known", ["images", "masks"]].tolist() == [3, 14]
+    assert datasets.loc["COCO", ["images", "masks"]].tolist() == [3, 14]
+    bins = pd.read_csv(report / "tables" / "masks_per_image.csv").set_index("masks per image")
+    assert bins["known"].tolist() == pytest.approx([2 / 3, 1 / 3, 0, 0, 0])
+    # Kenya (ISO code): 2 masks; France (name): 0 masks; São Paulo (lat/lon): 12 masks
+    groups = pd.read_csv(report / "tables" / "geography_groups.csv").set_index("group")
+    assert groups.loc[["Africa", "Europe", "Latin America & Caribbean", "North America"], "images"].tolist() == [
+        1,
+        1,
+        1,
+        0,
+    ]
+    assert groups.loc[["Africa", "Europe", "Latin America & Caribbean"], "masks"].tolist() == [2, 0, 12]
+    assert groups.loc[["High income", "Middle income", "Low income"], "images"].tolist() == [1, 2, 0]
+    countries = pd.read_csv(report / "tables" / "geography_countries.csv", keep_default_na=False)
+    assert sorted(countries["iso2"]) == ["BR", "FR", "KE"]
+    audit = pd.read_csv(report / "tables" / "audit_summary.csv").set_index("masks")
+    assert audit.loc["all", "pairs"] == 13 and audit.loc["all", "share_iou_above_0_90"] == 1.0
+    assert "1 masks deleted" in page
+    fairness = pd.read_csv(report / "tables" / "fairness_groups.csv")
+    assert fairness["n_masks"].sum() == 6
+    figures = sorted(p.name for p in (report / "figures").glob("*.png"))
+    assert figures == sorted(
+        f"{name}.png"
+        for name in ("masks_per_image", "relative_size", "concavity", "center_bias", "scores", "geography_groups")
+        + ("top_countries", "audit_ious", "fairness_groups")
+    )
+    assert page.count("<img ") == len(figures)
+
+
+def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    screenshot = tmp_path / "report.png"
+    with serve_folder(report) as url, chromium() as driver:
+        check = check_page(driver, f"{url}/index.html", screenshot)
+    assert check.title == "Analysis of known"
+    assert check.images == 9 and check.broken_images == []
+    assert check.console_errors == []
+    assert check.tables == len(list((report / "tables").glob("*.csv")))
+    assert screenshot.stat().st_size > 50_000  # a page of figures, not a blank one
+
+
+def test_report_reads_a_release_on_s3(known_release: KnownRelease, report: Path, tmp_path: Path) -> None:
+    import boto3
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server._port}"
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="moto",
+                     aws_secret_access_key="moto").create_bucket(Bucket="releases")  # fmt: skip
+        options = {"key": "moto", "secret": "moto", "client_kwargs": {"endpoint_url": endpoint}}
+        s3fs.S3FileSystem(**options).put(known_release.uri + "/", "releases/known/", recursive=True)
+        out = tmp_path / "s3_report"
+        args = ["--release", "s3://releases/known", "--out", str(out), "--name", "known", "--concavity-sample", "50"]
+        assert main([*args, "--storage-options", json.dumps(options)]) == 0
+    finally:
+        server.stop()
+
+    def table(folder: Path, name: str) -> pd.DataFrame:
+        """The release's own rows or column (the local report also compares with a COCO file)."""
+        frame = pd.read_csv(folder / "tables" / f"{name}.csv")
+        if "dataset" in frame.columns:
+            return frame[frame["dataset"] == "known"].reset_index(drop=True)
+        return frame[[c for c in frame.columns if c != "COCO"]]
+
+    for name in ("datasets", "masks_per_image", "relative_size", "concavity", "geography_groups"):
+        pd.testing.assert_frame_equal(table(out, name), table(report, name))
+
+
+def test_report_refuses_bad_input(known_release: KnownRelease, tmp_path: Path) -> None:
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(known_release.uri, unfinished)
+    (unfinished / "_SUCCESS").unlink()
+    with pytest.raises(ReleaseError, match="not a finished release"):
+        main(["--release", str(unfinished), "--out", str(tmp_path / "out")])
+    for bad in (["--compare", "no-equals-sign"], ["--audit-exported", "a.json"], ["--concavity-sample", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--release", known_release.uri, "--out", str(tmp_path / "out"), *bad])
+        assert exit_info.value.code == 2
