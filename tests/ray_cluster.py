@@ -59,7 +59,12 @@ class RayCluster:
         runtime_env = json.dumps({"env_vars": env_vars or {}})
         entrypoint = [sys.executable, str(Path(__file__).resolve().parent.parent / "pipelines" / "amg.py"), *job_args]
         options = ["--submission-id", submission, "--runtime-env-json", runtime_env, "--no-wait"]
-        done = self._job("submit", *options, "--", *entrypoint)
+        deadline = time.monotonic() + 120
+        while True:  # on a loaded machine the head's job agent can register after `ray start` returns
+            done = self._job("submit", *options, "--", *entrypoint)
+            if "No available agent" not in done.stderr + done.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         assert done.returncode == 0, done.stderr + done.stdout
         if wait:
             self.wait(submission)
