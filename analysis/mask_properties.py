@@ -224,13 +224,20 @@ def summarize_coco(
         sizes = np.array([r["size"] for r in rles], np.float64)
         acc.add_masks(
             keys=pair_key(np.array([a["image_id"] for a in anns]), np.array([a["id"] for a in anns])),
-            area=mask_utils.area(rles).astype(np.float64),
+            area=_areas(rles),
             height=sizes[:, 0],
             width=sizes[:, 1],
             bbox=mask_utils.toBbox(rles),
             rle=rles.__getitem__,
         )
     return acc.result(progress)
+
+
+def _areas(rles: list[dict]) -> np.ndarray:
+    """Pixel areas of COCO RLEs, float64. pycocotools' `area` fails on 256 or more RLEs at once
+    under numpy 2 (it sizes an array with a uint8 of the count), hence the chunks of 255."""
+    chunks = [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
+    return np.concatenate(chunks).astype(np.float64)
 
 
 def masks_per_image_table(datasets: Sequence[MaskProperties]) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from analysis.mask_properties import (
 from analysis.release_index import ReleaseIndex
 
 REPORT = "index.html"
+COLLAPSE_ROWS = 15
 
 
 @dataclass(frozen=True)
@@ -69,15 +71,18 @@ class _Page:
         self.parts.append(f"<h2>{html.escape(title)}</h2>")
 
     def text(self, text: str) -> None:
-        self.parts.append(f"<p>{html.escape(text)}</p>")
+        """A paragraph; `backticked` spans become code."""
+        body = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+        self.parts.append(f"<p>{body}</p>")
 
     def table(self, name: str, frame: pd.DataFrame, caption: str, index: bool = False) -> None:
         frame.to_csv(self.out / "tables" / f"{name}.csv", index=index)
         body = frame.to_html(index=index, float_format=lambda v: f"{v:.4g}", border=0, classes="data")
-        self.parts.append(
-            f'<figure><figcaption>{html.escape(caption)} (<a href="tables/{name}.csv">{name}.csv</a>)'
-            f"</figcaption>{body}</figure>"
-        )
+        title = f'{html.escape(caption)} (<a href="tables/{name}.csv">{name}.csv</a>)'
+        if len(frame) > COLLAPSE_ROWS:  # long tables fold away; their figure or CSV is the overview
+            self.parts.append(f"<details><summary>{title}, {len(frame)} rows</summary>{body}</details>")
+        else:
+            self.parts.append(f"<figure><figcaption>{title}</figcaption>{body}</figure>")
 
     def figure_path(self, name: str) -> Path:
         return self.out / "figures" / f"{name}.png"
@@ -97,7 +102,7 @@ class _Page:
 body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
 table.data {{ border-collapse: collapse; font-size: 0.85em; }}
 table.data td, table.data th {{ padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
-figure {{ margin: 1em 0; }} figcaption {{ color: #555; font-size: 0.9em; margin: 0.3em 0; }}
+figure, details {{ margin: 1em 0; }} figcaption, summary {{ color: #555; font-size: 0.9em; margin: 0.3em 0; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>

@@ -70,6 +70,21 @@ def test_coco_file_gives_the_same_properties(known_release: KnownRelease, tmp_pa
     assert table.groupby("dataset")["masks"].sum().to_dict() == {"coco": 14, "known": 14}
 
 
+def test_coco_file_with_many_masks(tmp_path: Path) -> None:
+    """300 masks (pycocotools' own `area` fails from 256 on under numpy 2): all counted."""
+    images = [{"id": 1, "height": 40, "width": 60}]
+    annotations = [
+        {"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [k % 50, 3, 4, 5],
+         "segmentation": [[k % 50, 3, k % 50 + 4, 3, k % 50 + 4, 8, k % 50, 8]], "area": 20.0}
+        for k in range(300)
+    ]  # fmt: skip
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "x"}]}))
+    props = summarize_coco(str(path), "many", concavity_sample=10, progress=None)
+    assert (props.n_masks, props.masks_per_image.tolist()) == (300, [0, 0, 0, 0, 1])
+    assert props.relative_size.total == 300 and props.size_classes.sum() == 300
+
+
 def test_coco_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
