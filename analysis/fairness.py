@@ -23,30 +23,19 @@ import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby
 
 import fsspec
 import numpy as np
 import pandas as pd
 
-from analysis.interactive import simulate
+from analysis.interactive import PersonSample, simulate
+from analysis.miap import iter_person_samples, match_boxes_to_masks, read_miap_boxes, read_segmentation_masks
 from sam_core.predictor import SamPredictor
 
 DEFAULT_GROUPS = ("GenderPresentation", "AgePresentation")
 _BOOTSTRAP_CELLS = 1 << 22  # resamples x values drawn at once: bounds the memory of one bootstrap chunk
-
-
-@dataclass(frozen=True, eq=False)
-class PersonSample:
-    """One person to segment. image: HxWx3 uint8 RGB; mask: HxW bool ground truth of the same size;
-    attributes: the groups the person belongs to, e.g. {"GenderPresentation": "Unknown"}."""
-
-    image_id: str
-    image: np.ndarray
-    mask: np.ndarray
-    attributes: Mapping[str, str]
 
 
 def bootstrap_ci(
@@ -185,8 +174,6 @@ def _with_progress(samples: Iterator[PersonSample], n_images: int, n_masks: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    # analysis.miap yields PersonSample from this module, so it is imported here, not at the top.
-    from analysis.miap import iter_person_samples, match_boxes_to_masks, read_miap_boxes, read_segmentation_masks
     from sam_core.checkpoints import CheckpointError, load_sam
     from sam_core.config import PRESETS
 

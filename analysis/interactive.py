@@ -23,12 +23,26 @@ no error left to click on, and the remaining steps repeat its IoU (1.0).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from sam_core.predictor import SamPredictor
 
 FOREGROUND, BACKGROUND = 1, 0
+
+
+@dataclass(frozen=True, eq=False)
+class PersonSample:
+    """One person to segment. image: HxWx3 uint8 RGB; mask: HxW bool ground truth of the same size;
+    attributes: the groups the person belongs to, e.g. {"GenderPresentation": "Unknown"}."""
+
+    image_id: str
+    image: np.ndarray
+    mask: np.ndarray
+    attributes: Mapping[str, str]
 
 
 def mask_iou(predicted: np.ndarray, truth: np.ndarray) -> float:

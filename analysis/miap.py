@@ -24,7 +24,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from analysis.fairness import PersonSample
+from analysis.interactive import PersonSample
 from curation.images import ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)

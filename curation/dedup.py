@@ -244,7 +244,7 @@ def decide(
     non-empty for an input that could not be decoded ("unreadable": kept, for the later job to record its
     failure; its hash and pixels are ignored). Duplicate clusters are the connected components of
     `near_duplicate_pairs` among the readable rows (identical hashes are searched once, so a thousand
-    copies of one placeholder image cost one hash, not half a million pairs). A cluster of one is
+    copies of one stock "image unavailable" banner cost one hash, not half a million pairs). A cluster of one is
     "unique"; in a larger one the image with the most pixels is "kept" (ties: the smallest uri in
     code-point order, then the first row) and every other member is a "duplicate" of it, with its
     Hamming distance to it (which, through a chain of near-duplicates, may exceed max_distance).

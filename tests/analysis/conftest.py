@@ -126,7 +126,8 @@ def known_release(tmp_path_factory: pytest.TempPathFactory) -> KnownRelease:
 def fairness_masks_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Per-mask IoUs of the shipped model on the objects of two generated scenes, each object
     given made-up MIAP-style attributes: what `python -m analysis.fairness` writes."""
-    from analysis.fairness import PersonSample, per_mask_ious
+    from analysis.fairness import per_mask_ious
+    from analysis.interactive import PersonSample
     from curation.scenes import generate_scene
     from sam_core.checkpoints import load_sam
     from sam_core.predictor import SamPredictor

@@ -12,7 +12,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from analysis.fairness import PersonSample, bootstrap_ci, evaluate_groups, main, per_mask_ious, summarize_groups
+from analysis.fairness import bootstrap_ci, evaluate_groups, main, per_mask_ious, summarize_groups
+from analysis.interactive import PersonSample
 from curation.scenes import generate_scene
 from sam_core.checkpoints import load_sam
 from sam_core.predictor import SamPredictor
