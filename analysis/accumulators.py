@@ -108,6 +108,9 @@ class StratifiedSample:
     _items: list[list[Any]] = field(init=False, repr=False)
     seen: np.ndarray = field(init=False)
 
+    repeated: int = field(init=False, default=0)
+    """Items not added because their key was already in the sample (a key listed twice)."""
+
     def __post_init__(self) -> None:
         if self.k < 1 or self.n_strata < 1:
             raise ValueError(f"k and n_strata must be >= 1, got {self.k} and {self.n_strata}")
@@ -130,7 +133,10 @@ class StratifiedSample:
                 continue
             merged_hashes = np.concatenate([self._hashes[s], hashes[rows]])
             merged_items = self._items[s] + [payload(int(i)) for i in rows]
-            order = np.argsort(merged_hashes, kind="stable")[: self.k]
+            # splitmix64 is a bijection: an equal hash is the same key again, kept once (the first)
+            _, first = np.unique(merged_hashes, return_index=True)
+            self.repeated += len(merged_hashes) - len(first)
+            order = first[np.argsort(merged_hashes[first], kind="stable")][: self.k]
             self._hashes[s] = merged_hashes[order]
             self._items[s] = [merged_items[i] for i in order]
 

@@ -35,11 +35,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from analysis.accumulators import seeded_hash
+from analysis.accumulators import StratifiedSample
 from analysis.release_index import DEFAULT_BATCH_ROWS, SIZE_LABELS, ReleaseIndex, relative_size, size_class
 from analysis.rle import rle_runs
 from curation.release import ReleaseError, image_key, iter_shard
@@ -70,44 +69,34 @@ def _progress(message: str) -> None:
 
 def _sample_rows(
     index: ReleaseIndex, n: int, seed: int, columns: Sequence[str], batch_rows: int, progress: bool = False
-) -> pa.Table:
+) -> list[dict[str, Any]]:
     """The images-index rows (`columns`, which must include image_id) of the n images with the
     smallest seeded hash of their id, sorted by image id. Holds at most n + batch_rows rows."""
     if n < 1:
         raise ValueError(f"the sample size n must be >= 1, got {n}")
     if "image_id" not in columns:
         raise ValueError("columns must include image_id")
-    kept: pa.Table | None = None
-    kept_hashes = np.empty(0, np.uint64)
-    seen = 0
+    sample = StratifiedSample(k=n, n_strata=1, seed=seed)
     for batch in index.iter_images(columns, batch_rows):
         ids = batch["image_id"]
         if ids.null_count:
             raise ReleaseError(f"{index.uri}: the images index has {ids.null_count} rows without an image_id")
-        hashes = seeded_hash(ids.to_numpy().astype(np.int64), seed)
-        seen += len(batch)
+        keys = ids.to_numpy().astype(np.int64)
+        sample.add(keys, np.zeros(len(keys), np.int64), lambda i, batch=batch: batch.slice(i, 1).to_pylist()[0])
         if progress:
-            _progress(f"sampling: {seen} images scanned")
-        rows = np.argsort(hashes, kind="stable")[:n]  # at most n rows of a batch can enter
-        if len(kept_hashes) >= n:
-            rows = rows[hashes[rows] < kept_hashes[-1]]
-        if len(rows) == 0:
-            continue
-        merged = batch.take(pa.array(rows)) if kept is None else pa.concat_tables([kept, batch.take(pa.array(rows))])
-        merged_hashes = np.concatenate([kept_hashes, hashes[rows]])
-        # splitmix64 is a bijection: equal hashes mean the same id listed twice; keep it once
-        _, first = np.unique(merged_hashes, return_index=True)
-        if len(first) < len(merged_hashes):
-            log.warning("%s: image ids listed more than once in the images index; sampled once", index.uri)
-        order = first[np.argsort(merged_hashes[first], kind="stable")][:n]
-        kept, kept_hashes = merged.take(pa.array(order)), merged_hashes[order]
+            _progress(f"sampling: {int(sample.seen.sum())} images scanned")
     if progress:
         print(file=sys.stderr)
-    if kept is None or len(kept) == 0:
+    rows = sample.items(0)
+    if sample.repeated:
+        log.warning("%s: image ids listed more than once in the images index; sampled once", index.uri)
+    if not rows:
         raise ReleaseError(f"{index.uri}: the images index holds no images")
-    if len(kept) < n:
-        log.warning("%s holds %d images, fewer than the %d asked for: the sample is all of them", index.uri, seen, n)
-    return kept.take(pa.array(np.argsort(kept["image_id"].to_numpy(), kind="stable")))
+    if len(rows) < n:
+        log.warning(
+            "%s holds %d images, fewer than the %d asked for: the sample is all of them", index.uri, len(rows), n
+        )
+    return sorted(rows, key=lambda row: row["image_id"])
 
 
 def sample_images(index: ReleaseIndex, n: int, seed: int, batch_rows: int = DEFAULT_BATCH_ROWS) -> list[int]:
@@ -117,7 +106,7 @@ def sample_images(index: ReleaseIndex, n: int, seed: int, batch_rows: int = DEFA
     and batch size, in one streaming pass holding at most n + batch_rows ids. A release with fewer
     than n images gives all of them (and logs a warning). ValueError for n < 1.
     """
-    return _sample_rows(index, n, seed, ["image_id"], batch_rows)["image_id"].to_pylist()
+    return [row["image_id"] for row in _sample_rows(index, n, seed, ["image_id"], batch_rows)]
 
 
 # --- export -------------------------------------------------------------------------------------
@@ -171,7 +160,7 @@ def export_audit(
     index = ReleaseIndex(release_uri, storage_options)
     rows = _sample_rows(index, n, seed, ["image_id", "width", "height", "shard"], DEFAULT_BATCH_ROWS, progress)
     wanted: dict[str, dict[int, dict[str, Any]]] = {}
-    for row in rows.to_pylist():
+    for row in rows:
         shard = row["shard"]
         if not isinstance(shard, str) or not _SHARD_NAME.fullmatch(shard):
             raise ReleaseError(f"{release_uri}: image {row['image_id']} has an invalid shard name {shard!r}")
