@@ -131,6 +131,7 @@ def build_dataset(
                 "checkpoint": checkpoint,
                 "checkpoint_sha256": checkpoint_sha256,
                 "settings": asdict(settings),
+                "options": asdict(config.inference_options()),
                 "device": config.device,
             },
         )
@@ -138,7 +139,7 @@ def build_dataset(
             make_records,
             batch_size=config.batch_size,
             batch_format="numpy",
-            fn_kwargs={"filters": config.quality_filters().active()},
+            fn_kwargs={"settings": asdict(settings), "filters": config.quality_filters().active()},
         )
         .map_batches(
             write_shard,

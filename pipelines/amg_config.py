@@ -23,6 +23,7 @@ from sam_core.amg_settings import PRESETS as GENERATOR_PRESETS
 from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.checkpoints import bundled_generator_overrides
 from sam_core.config import PRESETS as MODEL_PRESETS
+from sam_core.inference import InferenceOptions, Precision
 
 GENERATOR_FLAGS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh")
 
@@ -55,7 +56,15 @@ class JobConfig:
     """GPUs each model actor reserves (default: 1 when the cluster has GPUs, else 0)."""
     cpus_per_actor: float = 1.0
     batch_size: int = 4
-    """Images per model-actor call."""
+    """Images per model-actor call; the crops of all of them share encoder batches."""
+    encoder_precision: Precision = "auto"
+    """Image encoder arithmetic: float32 (reference), bfloat16, float16, or auto (bfloat16 on CUDA, float32 on CPU)."""
+    decoder_precision: Precision = "auto"
+    """Mask decoder arithmetic: the same choices; auto is float16 on CUDA, float32 on CPU."""
+    compile: bool = False
+    """Run the image encoder through torch.compile in each actor (slow first batches)."""
+    encoder_batch_size: int = 4
+    """Crops embedded per encoder call (the sa1b preset has 21 per image); memory grows with it."""
     shard_size: int = 1000
     """Most images per tar shard (the last shards of a run may hold fewer)."""
     release_short_side: int = 1500
@@ -90,6 +99,7 @@ class JobConfig:
         if problems:
             raise ValueError("invalid job configuration: " + "; ".join(problems))
         self.generator_settings()  # refuses unknown or invalid generator fields now, not in an actor
+        self.inference_options()
         self.quality_filters()
 
     def quality_filters(self) -> QualityFilters:
@@ -109,6 +119,9 @@ class JobConfig:
         overrides = {**shipped, **self.generator}
         return MaskGeneratorSettings.preset(self.preset, **overrides)
 
+    def inference_options(self) -> InferenceOptions:
+        return InferenceOptions(self.encoder_precision, self.decoder_precision, self.compile, self.encoder_batch_size)
+
     def identity(self, checkpoint_sha256: str, dedup_sha256: str = "") -> dict[str, Any]:
         """Everything that decides the release's content; a resumed run must match it.
         `dedup_sha256`: of the keep/drop table's bytes ("" without one)."""
@@ -118,6 +131,8 @@ class JobConfig:
             "model": self.model,
             "checkpoint_sha256": checkpoint_sha256,
             "generator": asdict(self.generator_settings()),
+            "encoder_precision": self.encoder_precision,
+            "decoder_precision": self.decoder_precision,
             "release_short_side": self.release_short_side,
             "jpeg_quality": self.jpeg_quality,
             "min_side": self.min_side,
@@ -157,7 +172,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                 kind = int if "int" in str(g.type) else float
                 help_text = _field_docs(QualityFilters).get(g.name, "")
                 parser.add_argument("--" + g.name.replace("_", "-"), type=kind, default=None, help=help_text)
-        elif f.name == "deidentify":
+        elif f.name in ("deidentify", "compile"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=doc)
         elif f.name == "storage_options":
             parser.add_argument(flag, type=_parse_json, default=None, help=doc + " As JSON.")

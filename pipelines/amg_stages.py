@@ -6,9 +6,9 @@ stages untouched, so it reaches the writer and the failures table, never the voi
 
     load_images   (CPU tasks)   uri -> source bytes, sha256, decoded image at the model size,
                                 and the release JPEG (faces and licence plates blurred when asked)
-    MaskStage     (actor pool)  image at the model size -> SA-1B annotations (JSON)
-    make_records  (CPU tasks)   annotations moved to the release size, quality filters applied
-                                -> the SA-1B record (JSON)
+    MaskStage     (actor pool)  images at the model size -> SA-1B mask proposals (JSON)
+    make_records  (CPU tasks)   proposals cleaned up (small regions, coverage), moved to the
+                                release size, quality filters applied -> the SA-1B record (JSON)
     write_shard   (CPU tasks)   a batch of records -> one committed shard of the release
 
 Rows that the dedup table drops enter with stage "dedup" already set, so they are never read.
@@ -34,7 +34,9 @@ from curation.records import image_entry, rescale_annotations
 from curation.release import ReleaseImage, ReleaseWriter
 from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.checkpoints import load_sam
+from sam_core.inference import InferenceOptions
 from sam_core.mask_generator import MaskGenerator
+from sam_core.record_cleanup import finish_records
 
 Batch = dict[str, np.ndarray]
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
@@ -150,47 +152,57 @@ def load_images(batch: Batch, storage_options: dict[str, Any], deidentify: bool,
 
 
 class MaskStage:
-    """The model actor: loads the SAM once, then turns each image of a batch into annotations.
+    """The model actor: loads the SAM once, then turns the images of each batch into mask proposals.
 
-    Drops `model_image` and adds `annotations` (a JSON list of SA-1B annotation records at the
-    model size); an image the generator raises on gets stage "generate" with the error.
+    Drops `model_image` and adds `annotations`: a JSON list of SA-1B annotation records at the
+    model size, before the CPU-side clean-up that `make_records` applies. The images of a batch
+    are proposed together (their crops share encoder batches); when that raises, each image is
+    tried alone, so only the image at fault gets stage "generate" with the error.
     """
 
     def __init__(
-        self, model: str, checkpoint: str | None, checkpoint_sha256: str, settings: dict[str, Any], device: str
+        self,
+        model: str,
+        checkpoint: str | None,
+        checkpoint_sha256: str,
+        settings: dict[str, Any],
+        options: dict[str, Any],
+        device: str,
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         sam = load_sam(model, checkpoint, expected_sha256=checkpoint_sha256 or None).to(device)
-        self.generator = MaskGenerator(sam, MaskGeneratorSettings(**settings))
+        self.generator = MaskGenerator(sam, MaskGeneratorSettings(**settings), InferenceOptions(**options))
 
     def __call__(self, batch: Batch) -> Batch:
         stages, errors = list(batch["stage"]), list(batch["error"])
-        annotations = []
-        with torch.inference_mode():
-            for i, image in enumerate(batch["model_image"]):
-                found = "[]"
-                if not stages[i]:
-                    try:
-                        found = json.dumps(self.generator.generate(np.asarray(image)), separators=(",", ":"))
-                    except Exception as error:  # noqa: BLE001 - one image's failure must not end the job
-                        stages[i], errors[i] = "generate", f"{type(error).__name__}: {error}"
-                annotations.append(found)
+        todo = [i for i in range(len(stages)) if not stages[i]]
+        found: dict[int, list[dict[str, Any]]] = {}
+        try:
+            found = dict(zip(todo, self.generator.propose([np.asarray(batch["model_image"][i]) for i in todo])))
+        except Exception:  # noqa: BLE001 - retried image by image below to find the one at fault
+            for i in todo:
+                try:
+                    found[i] = self.generator.propose([np.asarray(batch["model_image"][i])])[0]
+                except Exception as error:  # noqa: BLE001 - one image's failure must not end the job
+                    stages[i], errors[i] = "generate", f"{type(error).__name__}: {error}"
+        annotations = [json.dumps(found.get(i, []), separators=(",", ":")) for i in range(len(stages))]
         return _replace_column(batch, "model_image", "annotations", annotations, stages, errors)
 
 
-def make_records(batch: Batch, filters: dict[str, Any]) -> Batch:
-    """Replaces `annotations` by `record`: the SA-1B JSON at the release size, after the quality
-    `filters` (QualityFilters fields), with the source URI, its sha256 and size, the regions
+def make_records(batch: Batch, settings: dict[str, Any], filters: dict[str, Any]) -> Batch:
+    """Replaces `annotations` by `record`: the SA-1B JSON at the release size, after the mask
+    generator's clean-up and coverage filter (`settings`: MaskGeneratorSettings fields) and the
+    quality `filters` (QualityFilters fields), with the source URI, its sha256 and size, the regions
     blurred, and the input's metadata in the image entry. Adds `masks_removed` (JSON: masks each
     filter removed); an image an image filter drops gets stage "filter" with the reason."""
-    quality = QualityFilters(**filters)
+    generator, quality = MaskGeneratorSettings(**settings), QualityFilters(**filters)
     records, removed, stages, errors = [], [], list(batch["stage"]), list(batch["error"])
     for i in range(len(batch["uri"])):
         record, counts = "", {}
         if not stages[i]:
             try:
-                record, counts, stages[i], errors[i] = _record(batch, i, quality)
+                record, counts, stages[i], errors[i] = _record(batch, i, generator, quality)
             except Exception as error:  # noqa: BLE001 - recorded as this image's failure
                 stages[i], errors[i] = "record", f"{type(error).__name__}: {error}"
         records.append(record)
@@ -199,12 +211,15 @@ def make_records(batch: Batch, filters: dict[str, Any]) -> Batch:
     return {**out, "masks_removed": np.array(removed, dtype=object)}
 
 
-def _record(batch: Batch, i: int, quality: QualityFilters) -> tuple[str, dict[str, int], str, str]:
+def _record(
+    batch: Batch, i: int, generator: MaskGeneratorSettings, quality: QualityFilters
+) -> tuple[str, dict[str, int], str, str]:
     """(record JSON, masks removed per filter, stage, error) of row `i`; stage "filter" when an
     image filter drops the image (the record is then "")."""
     release_size = tuple(int(v) for v in batch["release_size"][i])
     model_size = tuple(int(v) for v in batch["model_size"][i])
-    annotations = rescale_annotations(json.loads(batch["annotations"][i]), model_size, release_size)
+    finished = finish_records(json.loads(batch["annotations"][i]), generator)
+    annotations = rescale_annotations(finished, model_size, release_size)
     kept = apply_filters(annotations, release_size, quality)
     if kept.image_dropped_by:
         return "", kept.masks_removed, "filter", f"{kept.image_dropped_by}: {kept.reason}"

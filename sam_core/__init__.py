@@ -3,6 +3,7 @@
 from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.checkpoints import OFFICIAL_CHECKPOINTS, CheckpointError, load_sam
 from sam_core.config import SamConfig
+from sam_core.inference import InferenceOptions
 from sam_core.mask_generator import MaskGenerator
 from sam_core.predictor import Prediction, SamPredictor
 from sam_core.sam import Sam, build_sam
@@ -10,6 +11,7 @@ from sam_core.sam import Sam, build_sam
 __all__ = [
     "OFFICIAL_CHECKPOINTS",
     "CheckpointError",
+    "InferenceOptions",
     "MaskGenerator",
     "MaskGeneratorSettings",
     "Prediction",

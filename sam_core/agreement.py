@@ -50,6 +50,9 @@ def compare_records(
 ) -> Agreement:
     """Greedy one-to-one matching, highest mask IoU first, of SA-1B records with COCO RLE segmentations.
 
+    Only pairs whose areas could reach `iou_threshold` (smaller / larger >= threshold) have
+    their mask IoU computed; that bound is exact, so the matching is the same as over all pairs.
+
     score_window: consider only pairs whose predicted_iou differ by at most this much. Two
     implementations of the same model on the same prompt agree to far less than 1e-3, so a
     small window finds every true pair while skipping almost all mask IoUs, which is what
@@ -59,23 +62,21 @@ def compare_records(
         return Agreement(len(a), len(b), 0, float("nan"), 0.0, 0.0)
     rles_a, rles_b = _rles(a), _rles(b)
     # area() of a whole list overflows a uint8 count in pycocotools 2.0.11 under numpy 2: one at a time.
-    empty_b = np.array([coco_mask.area(rle) == 0 for rle in rles_b])
+    areas_a = np.array([coco_mask.area(rle) for rle in rles_a], dtype=np.float64)
+    areas_b = np.array([coco_mask.area(rle) for rle in rles_b], dtype=np.float64)
     scores_b = np.array([record["predicted_iou"] for record in b])
-    order_b = np.argsort(scores_b, kind="stable")
     candidates: list[tuple[float, int, int]] = []
-    sorted_b = scores_b[order_b]
     for i, record in enumerate(a):
-        if score_window is None:
-            partners = np.arange(len(b))
-        else:
-            low = np.searchsorted(sorted_b, record["predicted_iou"] - score_window, side="left")
-            high = np.searchsorted(sorted_b, record["predicted_iou"] + score_window, side="right")
-            partners = order_b[low:high]
+        # IoU <= smaller area / larger area, so partners outside that area ratio cannot match.
+        plausible = (areas_b >= iou_threshold * areas_a[i]) & (iou_threshold * areas_b <= areas_a[i])
+        if score_window is not None:
+            plausible &= np.abs(scores_b - record["predicted_iou"]) <= score_window
+        partners = np.flatnonzero(plausible)
         if len(partners) == 0:
             continue
         ious = np.asarray(coco_mask.iou([rles_a[i]], [rles_b[j] for j in partners], [0] * len(partners))).ravel()
-        if coco_mask.area(rles_a[i]) == 0:
-            ious = np.where(empty_b[partners], 1.0, ious)  # two empty masks are the same mask
+        if areas_a[i] == 0:
+            ious = np.where(areas_b[partners] == 0, 1.0, ious)  # two empty masks are the same mask
         candidates.extend((float(iou), i, int(j)) for iou, j in zip(ious, partners) if iou >= iou_threshold)
     pairs: list[tuple[int, int, float]] = []
     used_a, used_b = set(), set()

@@ -1,4 +1,4 @@
-"""Operations on candidate masks: stability, boxes, crop-edge test, RLE, small-region clean-up."""
+"""Operations on candidate masks: stability, boxes, NMS, crop-edge test, RLE, small-region clean-up."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import torch
 from pycocotools import mask as coco_mask
+from torchvision.ops import batched_nms
 
 
 def stability_scores(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
@@ -58,6 +59,14 @@ def near_crop_edge(boxes: torch.Tensor, crop: Sequence[int], image: Sequence[int
     return (at_crop & ~at_image).any(dim=1)
 
 
+def box_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Indices kept by box NMS of Nx4 XYXY boxes, highest score first (int64, on the boxes' device)."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    categories = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
+    return batched_nms(boxes.float(), scores.float(), categories, threshold)
+
+
 def interior_point(mask: np.ndarray) -> tuple[float, float]:
     """(x, y) of the pixel of an HxW bool mask farthest from its boundary (the first in row order
     on ties); pixels outside the image count as outside the mask."""
@@ -67,12 +76,25 @@ def interior_point(mask: np.ndarray) -> tuple[float, float]:
 
 
 def encode_rles(masks: torch.Tensor) -> list[dict[str, Any]]:
-    """NxHxW bool masks to COCO compressed RLEs ({"size": [H, W], "counts": str})."""
-    if masks.shape[0] == 0:
+    """NxHxW bool masks (on any device) to COCO compressed RLEs ({"size": [H, W], "counts": str}).
+
+    The runs are found where the device holds the masks: only the positions where a mask's
+    column-major pixel sequence changes value travel to the host, not the masks.
+    """
+    n, h, w = masks.shape
+    if n == 0:
         return []
-    # pycocotools wants HxWxN in Fortran order, which is NxWxH in C order.
-    fortran = masks.permute(0, 2, 1).contiguous().cpu().numpy().view(np.uint8).transpose(2, 1, 0)
-    rles = coco_mask.encode(fortran)
+    pixels = masks.transpose(1, 2).reshape(n, h * w)  # COCO counts run down columns
+    rows, positions = torch.nonzero(pixels[:, 1:] != pixels[:, :-1], as_tuple=True)
+    starts_on = pixels[:, 0].cpu().numpy()
+    rows, ends = rows.cpu().numpy(), positions.cpu().numpy() + 1
+    per_mask = np.split(ends, np.searchsorted(rows, np.arange(1, n)))
+    uncompressed = []
+    for first, boundaries in zip(starts_on, per_mask):
+        runs = np.diff(boundaries, prepend=0, append=h * w)
+        counts = np.concatenate([[0], runs]) if first else runs  # counts start with a run of 0s
+        uncompressed.append({"size": [h, w], "counts": counts.tolist()})
+    rles = coco_mask.frPyObjects(uncompressed, h, w)
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return rles
@@ -83,23 +105,9 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     return coco_mask.decode(_coco_ready(rle)).astype(bool)
 
 
-def rle_area(rle: dict[str, Any]) -> int:
-    return int(coco_mask.area(_coco_ready(rle)))
-
-
 def _coco_ready(rle: dict[str, Any]) -> dict[str, Any]:
     counts = rle["counts"]
     return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-
-
-def place_in_image(rle: dict[str, Any], offset: tuple[int, int], image_size: tuple[int, int]) -> dict[str, Any]:
-    """An RLE of a crop re-encoded in the frame of the whole (height, width) image, the crop's
-    top-left corner at offset (x0, y0)."""
-    crop = decode_rle(rle)
-    whole = torch.zeros(image_size, dtype=torch.bool)
-    x0, y0 = offset
-    whole[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = torch.from_numpy(crop)
-    return encode_rles(whole[None])[0]
 
 
 def remove_small_regions(mask: np.ndarray, min_area: int, drop_if_all_small: bool) -> tuple[np.ndarray | None, bool]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from sam_core.image import as_rgb_uint8
+from sam_core.inference import autocast
 from sam_core.sam import Sam
 from sam_core.transforms import scale_boxes, scale_coords
 
@@ -139,13 +140,8 @@ class SamPredictor:
             raise IndexError(f"image_index {image_index} is outside the {len(self._images)} image(s) set")
         return self._embeddings
 
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        if self.precision == torch.float32:
-            yield
-            return
-        with torch.autocast(device_type=self.model.device.type, dtype=self.precision):
-            yield
+    def _autocast(self) -> AbstractContextManager[object]:
+        return autocast(self.model.device, self.precision)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,20 @@ def build_official(config: SamConfig) -> OfficialSam:
     ).eval()
 
 
+# Random weights give speckled masks: periodic patterns with small logits, low predicted IoU and
+# low stability. Thresholds are lowered, and the stability offset shrunk to the logits' scale, so
+# that hundreds of masks flow through every stage while the filters still drop many. Box NMS at
+# 1.0 keeps them flowing (speckle boxes all cover the image, so any lower NMS keeps one of them);
+# NMS itself is compared in its own case.
+FLOW = {
+    "points_per_side": 10,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.75,
+    "stability_score_offset": 0.03,
+    "box_nms_thresh": 1.0,
+}
+
+
 def randomize(model: torch.nn.Module, seed: int, scale: float = 0.1) -> None:
     """Overwrite every parameter and buffer with seeded noise, so that no term is zero or one by init.
 
@@ -107,20 +121,28 @@ def randomize(model: torch.nn.Module, seed: int, scale: float = 0.1) -> None:
             tensor.copy_(noise)
 
 
-def paired_models(config: SamConfig, seed: int = 0, speckle: bool = False) -> tuple[Sam, OfficialSam]:
-    """Our model and the official one holding the same random weights.
+def random_model(config: SamConfig, seed: int = 0, speckle: bool = False, scale: float = 0.1) -> Sam:
+    """Our model with seeded random weights (see `randomize` for `scale`).
 
     With `speckle`, the decoder's output biases are zeroed: random masks are then partial
     speckle patterns with varied area and stability, instead of all of the image or none of it
     (which the biases otherwise decide), so that automatic-mask filters have work to do.
     """
-    ours = Sam(config).eval()
-    randomize(ours, seed)
+    model = Sam(config).eval()
+    randomize(model, seed, scale)
     if speckle:
         with torch.no_grad():
-            for name, tensor in ours.state_dict().items():
+            for name, tensor in model.state_dict().items():
                 if name.startswith("mask_decoder.output_") and name.endswith("bias"):
                     tensor.zero_()
+    return model
+
+
+def paired_models(
+    config: SamConfig, seed: int = 0, speckle: bool = False, scale: float = 0.1
+) -> tuple[Sam, OfficialSam]:
+    """Our model and the official one holding the same random weights (see `random_model`)."""
+    ours = random_model(config, seed, speckle, scale)
     official = build_official(config)
     official.load_state_dict(ours.state_dict(), strict=True)
     return ours, official

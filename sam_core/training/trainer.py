@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam_core.inference import PRECISIONS, autocast
 from sam_core.sam import Sam
 from sam_core.training.losses import dice_loss, focal_loss, mask_iou
 from sam_core.training.prompts import correction_points, first_points, noisy_boxes
@@ -121,10 +122,8 @@ class Trainer:
         progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
-    def _autocast(self):
-        if self.settings.precision == "bfloat16":
-            return torch.autocast(self.model.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+    def _autocast(self) -> AbstractContextManager[object]:
+        return autocast(self.model.device, PRECISIONS[self.settings.precision])
 
     def next_batch(self) -> Batch:
         chosen = self.rng.choice(len(self.images), self.settings.images_per_step, replace=False)

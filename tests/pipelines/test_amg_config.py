@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.amg_config import JobConfig, build_parser, config_from_args, with_gpus
+from sam_core.inference import InferenceOptions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,3 +95,18 @@ def test_help_documents_every_setting_and_bad_flags_exit_2():
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "preset must be one of official, sa1b" in bad.stderr
+
+
+def test_inference_options_from_flags_and_their_refusal():
+    config = _config(["--input", "x", "--output", "y", "--decoder-precision", "float32", "--compile",
+                      "--encoder-batch-size", "21"])  # fmt: skip
+    assert config.inference_options() == InferenceOptions("auto", "float32", compile=True, encoder_batch_size=21)
+    assert config.identity("abc")["decoder_precision"] == "float32"
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "amg.py"), "--input", "x", "--output", "y",
+         "--encoder-precision", "fp8", "--encoder-batch-size", "0"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "encoder_precision must be auto, float32, bfloat16, float16; got 'fp8'" in bad.stderr
+    assert "encoder_batch_size must be >= 1, got 0" in bad.stderr

@@ -1,9 +1,11 @@
 """The job's stages called directly, without Ray, on real photos and a zoo of bad files."""
 
+import json
 from dataclasses import asdict
 
 import numpy as np
 import pyarrow.parquet as pq
+from PIL import Image
 
 from curation.inputs import plan_inputs
 from curation.release import iter_release
@@ -33,9 +35,11 @@ def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path)
         max_pixels=10**8,
     )
     sha = file_sha256(bundled_checkpoint("sae_tiny"))
-    masked = MaskStage("sae_tiny", "sae_tiny", sha, asdict(config.generator_settings()), "cpu")(loaded)
+    settings = asdict(config.generator_settings())
+    stage = MaskStage("sae_tiny", "sae_tiny", sha, settings, asdict(config.inference_options()), "cpu")
+    masked = stage(loaded)
     assert "model_image" not in masked
-    summary = write_shard(make_records(masked, filters={}), config.output, {})
+    summary = write_shard(make_records(masked, settings, filters={}), config.output, {})
 
     records = [item.record for item in iter_release(str(tmp_path / "out" / "shards"))]
     assert released_names(records) == zoo["released"]
@@ -54,3 +58,23 @@ def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path)
     assert sum(len(r["annotations"]) for r in records) >= 2 * len(records)
     ids = sorted([r["image"]["image_id"] for r in records] + [f["image_id"] for f in failures])
     assert ids == list(range(n)) and summary["shard"][0] == "sa_000000"
+
+
+def test_an_image_the_generator_refuses_fails_alone(shared_image_paths):
+    """The batch is proposed together; when one image makes that raise, the others still get masks."""
+    config = JobConfig(input="unused", output="unused", generator=FAST_GENERATOR)
+    sha = file_sha256(bundled_checkpoint("sae_tiny"))
+    settings = asdict(config.generator_settings())
+    stage = MaskStage("sae_tiny", "sae_tiny", sha, settings, asdict(config.inference_options()), "cpu")
+    photos = [np.asarray(Image.open(p).convert("RGB").resize((320, 240))) for p in shared_image_paths[:2]]
+    refused = np.full((64, 64, 3), 7.5, dtype=np.float32)  # float images must lie in [0, 1]
+    column = np.empty(3, dtype=object)
+    for i, image in enumerate([photos[0], refused, photos[1]]):
+        column[i] = image
+    empty = np.array([""] * 3, dtype=object)
+    out = stage({"model_image": column, "stage": empty, "error": empty.copy()})
+
+    assert list(out["stage"]) == ["", "generate", ""] and "[0, 1]" in out["error"][1]
+    alone = [stage.generator.propose([photo])[0] for photo in photos]
+    assert [json.loads(out["annotations"][i]) for i in (0, 2)] == json.loads(json.dumps(alone))
+    assert all(alone) and json.loads(out["annotations"][1]) == []

@@ -5,7 +5,6 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 from segment_anything import SamAutomaticMaskGenerator
@@ -13,20 +12,8 @@ from segment_anything import SamAutomaticMaskGenerator
 from sam_core.agreement import compare_records
 from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.mask_generator import MaskGenerator
-from sam_core.testing import SHARED_GENERATOR_SETTINGS, TINY, paired_models
+from sam_core.testing import FLOW, SHARED_GENERATOR_SETTINGS, TINY, paired_models
 
-# Random weights give speckled masks: periodic patterns with small logits, low predicted IoU and
-# low stability. Thresholds are lowered, and the stability offset shrunk to the logits' scale, so
-# that hundreds of masks flow through every stage while the filters still drop many. Box NMS at
-# 1.0 keeps them flowing (speckle boxes all cover the image, so any lower NMS keeps one of them);
-# NMS itself is compared in its own case.
-FLOW = {
-    "points_per_side": 10,
-    "pred_iou_thresh": 0.0,
-    "stability_score_thresh": 0.75,
-    "stability_score_offset": 0.03,
-    "box_nms_thresh": 1.0,
-}
 CASES = {
     "grid": FLOW,
     "grid with box NMS": {**FLOW, "box_nms_thresh": 0.7},
@@ -168,14 +155,3 @@ def test_no_surviving_masks_is_an_empty_list(models, photos):
         )
         == []
     )
-
-
-def test_sa1b_preset_on_a_release_size_image(models):
-    """A 1500x2250 image through all 21 crops (peak memory is measured by benchmarks/amg_memory.py)."""
-    image = np.asarray(
-        Image.fromarray(np.random.default_rng(3).integers(0, 255, (150, 225, 3), dtype=np.uint8)).resize((2250, 1500))
-    )
-    generator = MaskGenerator(models[0], MaskGeneratorSettings.preset("sa1b", points_per_batch=256))
-    with torch.inference_mode():
-        records = generator.generate(image)
-    assert isinstance(records, list)
