@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--official-images", type=int, default=4, help="images for the public generator")
     parser.add_argument("--batch-size", type=int, default=4, help="images per call, as a pipeline actor's batch")
     parser.add_argument("--encoder-batch-size", type=int, default=21)
+    parser.add_argument("--points-per-batch", type=int, default=64, help="prompts per decoder call")
+    parser.add_argument("--upsample-batch", type=int, default=16, help="masks upsampled at a time")
     parser.add_argument("--encoder-precision", default="auto", choices=["auto", *PRECISIONS])
     parser.add_argument("--decoder-precision", default="auto", choices=["auto", *PRECISIONS])
     parser.add_argument("--compile", action="store_true", help="torch.compile the image encoder")
@@ -232,6 +234,8 @@ def run_preset(
         stability_score_offset=offset,
         box_nms_thresh=1.0,
         crop_nms_thresh=1.0,
+        points_per_batch=args.points_per_batch,
+        upsample_batch=args.upsample_batch,
         small_region_mode="public",
         max_mask_coverage=None,
     )

@@ -63,7 +63,7 @@ def test_mixed_precision_agrees_with_float32_at_random_vit_h_weights(dog_photo):
     config = replace(SamConfig.preset("vit_h"), image_size=128, name="vit_h at 128 px")
     model = random_model(config, seed=0, speckle=True, scale=0.02)
     settings = MaskGeneratorSettings(
-        **{**FLOW, "points_per_side": 16, "stability_score_thresh": 0.6, "stability_score_offset": 1e-5}
+        **{**FLOW, "points_per_side": 12, "stability_score_thresh": 0.6, "stability_score_offset": 1e-5}
     )
     reference = MaskGenerator(model, settings).generate(dog_photo)
     fast = MaskGenerator(model, settings, FAST).generate(dog_photo)
@@ -73,7 +73,7 @@ def test_mixed_precision_agrees_with_float32_at_random_vit_h_weights(dog_photo):
 
 def test_images_batched_together_give_their_own_records(tiny_model, photos):
     """All crops of two images in shared encoder batches, against one crop per encoder call."""
-    settings = MaskGeneratorSettings(**FLOW, crop_n_layers=1, crop_nms_thresh=1.0)
+    settings = MaskGeneratorSettings(**{**FLOW, "points_per_side": 8}, crop_n_layers=1, crop_nms_thresh=1.0)
     one_by_one = MaskGenerator(tiny_model, settings, InferenceOptions(encoder_batch_size=1))
     together = MaskGenerator(tiny_model, settings, InferenceOptions(encoder_batch_size=7))
     batched = together.generate_batch(photos[:2])
