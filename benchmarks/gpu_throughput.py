@@ -53,7 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sam_core.agreement import compare_records
 from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.config import SamConfig
-from sam_core.crops import crop_boxes
+from sam_core.crops import crop_boxes, layer_point_grids
 from sam_core.inference import PRECISIONS, InferenceOptions
 from sam_core.mask_generator import MaskGenerator
 from sam_core.record_cleanup import finish_records
@@ -121,9 +121,8 @@ def calibrated(
 def flops_per_image(model: Sam, settings: MaskGeneratorSettings, image_size: tuple[int, int]) -> tuple[float, float]:
     """(encoder FLOPs, decoder FLOPs) that one image costs under `settings`, counted by FlopCounterMode."""
     crops = [c for c in crop_boxes(image_size, settings.crop_n_layers, settings.crop_overlap_ratio) if c.area > 0]
-    prompts = sum(
-        (settings.points_per_side // settings.crop_n_points_downscale_factor**crop.layer) ** 2 for crop in crops
-    )
+    grids = layer_point_grids(settings.points_per_side, settings.crop_n_layers, settings.crop_n_points_downscale_factor)
+    prompts = sum(len(grids[crop.layer]) for crop in crops)
     size = model.config.image_size
     counted = 16
     coords = torch.full((counted, 1, 2), size / 2, device=model.device)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from sam_core.mask_ops import decode_rle, encode_rles, masks_to_boxes
+from sam_core.mask_ops import decode_rle, encode_rles, masks_to_boxes, record_bbox
 
 
 def image_entry(image_id: int, size: tuple[int, int], extra: dict[str, Any]) -> dict[str, Any]:
@@ -42,14 +42,13 @@ def rescale_annotations(
         if area == 0:
             continue
         tensor = torch.from_numpy(mask)[None]
-        x0, y0, x1, y1 = masks_to_boxes(tensor)[0].tolist()
         x, y, w, h = annotation["crop_box"]
         moved.append(
             {
                 **annotation,
                 "id": len(moved),
                 "segmentation": encode_rles(tensor)[0],
-                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                "bbox": record_bbox(masks_to_boxes(tensor)[0].tolist()),
                 "area": area,
                 "crop_box": [x * sx, y * sy, w * sx, h * sy],
                 "point_coords": [[px * sx, py * sy] for px, py in annotation["point_coords"]],

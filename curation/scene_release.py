@@ -23,7 +23,7 @@ import torch
 from curation.images import encode_jpeg
 from curation.release import ReleaseImage, ReleaseWriter, ShardSummary
 from curation.scenes import SceneSettings, generate_scene
-from sam_core.mask_ops import encode_rles, interior_point, masks_to_boxes
+from sam_core.mask_ops import encode_rles, interior_point, masks_to_boxes, record_bbox
 
 JPEG_QUALITY = 92
 
@@ -39,7 +39,7 @@ def scene_record(image_id: int, seed: int, index: int, settings: SceneSettings) 
         {
             "id": i,
             "segmentation": rle,
-            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],  # the public generator's convention
+            "bbox": record_bbox(box),
             "area": int(scene.masks[i].sum()),
             "predicted_iou": None,
             "stability_score": None,
@@ -48,7 +48,7 @@ def scene_record(image_id: int, seed: int, index: int, settings: SceneSettings) 
             "kind": scene.kinds[i],
             "parent_id": scene.parents[i],
         }
-        for i, (rle, (x0, y0, x1, y1)) in enumerate(zip(rles, boxes))
+        for i, (rle, box) in enumerate(zip(rles, boxes))
     ]
     record = {
         "image": {

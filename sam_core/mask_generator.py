@@ -26,7 +26,14 @@ from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.crops import CropBox, crop_boxes, layer_point_grids
 from sam_core.image import as_rgb_uint8
 from sam_core.inference import InferenceOptions, autocast
-from sam_core.mask_ops import box_nms, encode_rles, masks_to_boxes, near_crop_edge, stability_scores
+from sam_core.mask_ops import (
+    box_nms,
+    encode_rles,
+    masks_to_boxes,
+    near_crop_edge,
+    record_bbox,
+    stability_scores,
+)
 from sam_core.record_cleanup import finish_records
 from sam_core.sam import Sam
 from sam_core.transforms import scale_coords
@@ -252,12 +259,11 @@ def _records(
     points, crop = found.points.tolist(), found.crop.tolist()
     records = []
     for i, rle in enumerate(rles):
-        x0, y0, x1, y1 = boxes[i]
         records.append(
             {
                 "id": i,
                 "segmentation": rle,
-                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                "bbox": record_bbox(boxes[i]),
                 "area": areas[i],
                 "predicted_iou": iou[i],
                 "stability_score": stability[i],

@@ -67,6 +67,13 @@ def box_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torc
     return batched_nms(boxes.float(), scores.float(), categories, threshold)
 
 
+def record_bbox(xyxy: Sequence[float]) -> list[float]:
+    """An SA-1B record's "bbox" from an inclusive XYXY mask box: [x, y, w, h] with x, y the first
+    mask pixel and w, h the distance to the last one (the public generator's convention)."""
+    x0, y0, x1, y1 = xyxy
+    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+
+
 def interior_point(mask: np.ndarray) -> tuple[float, float]:
     """(x, y) of the pixel of an HxW bool mask farthest from its boundary (the first in row order
     on ties); pixels outside the image count as outside the mask."""

@@ -13,7 +13,7 @@ import torch
 from torch.profiler import record_function
 
 from sam_core.amg_settings import MaskGeneratorSettings
-from sam_core.mask_ops import box_nms, decode_rle, encode_rles, masks_to_boxes, remove_small_regions
+from sam_core.mask_ops import box_nms, decode_rle, encode_rles, masks_to_boxes, record_bbox, remove_small_regions
 
 
 @record_function("amg.cleanup")
@@ -53,11 +53,10 @@ def _clean_small_regions(records: list[dict[str, Any]], settings: MaskGeneratorS
             continue
         if changed:
             tensor = torch.from_numpy(mask)[None]
-            x0, y0, x1, y1 = masks_to_boxes(tensor)[0].tolist()
             record = {
                 **record,
                 "segmentation": encode_rles(tensor)[0],
-                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                "bbox": record_bbox(masks_to_boxes(tensor)[0].tolist()),
                 "area": int(mask.sum()),
             }
         cleaned.append(record)
