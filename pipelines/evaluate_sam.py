@@ -2,9 +2,11 @@
 
     python -m pipelines.evaluate_sam --release out/scenes/heldout --model sae_tiny --max-images 100
 
-Prints and optionally writes (--json) single-point mIoU (top-ranked and best of three) and
-automatic-mask proposal recall AR@10/100/1000 (COCOeval, segm, category-agnostic). See
-`sam_core.evaluation` for the protocol; proposals use `PROPOSAL_SETTINGS` unless overridden.
+Prints and optionally writes (--json) single-point mIoU (top-ranked and best of three, the
+latter also by object size) and automatic-mask proposal recall AR@10/100/1000 (COCOeval, segm,
+category-agnostic). See `sam_core.evaluation` for the protocol; proposals use `PROPOSAL_SETTINGS`
+(the whole image only) unless overridden, e.g. `--crop-n-layers 1` for zoomed crops as the data
+engine's presets run them.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from itertools import islice
 
 import numpy as np
 
 from curation.images import decode_image
 from curation.release import iter_release
-from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.checkpoints import load_sam
 from sam_core.config import PRESETS
 from sam_core.evaluation import PROPOSAL_SETTINGS, GroundTruthImage, proposal_recall, single_point_miou
@@ -52,8 +53,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points-per-side", type=int, default=PROPOSAL_SETTINGS.points_per_side)
     parser.add_argument("--pred-iou-thresh", type=float, default=PROPOSAL_SETTINGS.pred_iou_thresh)
     parser.add_argument("--stability-score-thresh", type=float, default=PROPOSAL_SETTINGS.stability_score_thresh)
+    parser.add_argument(
+        "--crop-n-layers",
+        type=int,
+        default=PROPOSAL_SETTINGS.crop_n_layers,
+        help="zoomed crop layers for the proposals, as the data engine runs them (default: none)",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    try:
+        settings = replace(
+            PROPOSAL_SETTINGS,
+            points_per_side=args.points_per_side,
+            pred_iou_thresh=args.pred_iou_thresh,
+            stability_score_thresh=args.stability_score_thresh,
+            crop_n_layers=args.crop_n_layers,
+        )
+    except ValueError as error:
+        parser.error(str(error))
 
     model = load_sam(args.model, args.checkpoint or args.model)
     images = ground_truth_images(args.release, args.max_images)
@@ -61,21 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     point = single_point_miou(SamPredictor(model), images)
     print(
         f"single point: mIoU top-ranked {point.miou_top:.3f}, best of three {point.miou_best:.3f} "
-        f"over {point.n_masks} masks ({time.perf_counter() - started:.0f} s)",
+        f"over {point.n_masks} masks ({time.perf_counter() - started:.0f} s); best of three by size: "
+        + ", ".join(f"{k} {v:.3f} ({point.masks_by_size[k]})" for k, v in point.miou_best_by_size.items()),
         file=sys.stderr,
-    )
-    settings = MaskGeneratorSettings(
-        **{
-            **asdict(PROPOSAL_SETTINGS),
-            "points_per_side": args.points_per_side,
-            "pred_iou_thresh": args.pred_iou_thresh,
-            "stability_score_thresh": args.stability_score_thresh,
-        }
     )
     started = time.perf_counter()
     proposals = proposal_recall(MaskGenerator(model, settings), images)
     print(
-        f"proposals: AR@100 {proposals.ar_100:.3f}, AR@1000 {proposals.ar_1000:.3f}, "
+        f"proposals: AR@100 {proposals.ar_100:.3f}, AR@1000 {proposals.ar_1000:.3f} (small "
+        f"{proposals.ar_1000_small:.3f}, medium {proposals.ar_1000_medium:.3f}, large {proposals.ar_1000_large:.3f}), "
         f"{proposals.mean_proposals:.0f} per image ({time.perf_counter() - started:.0f} s)",
         file=sys.stderr,
     )

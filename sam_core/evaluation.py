@@ -3,7 +3,8 @@
 Single point: each ground-truth mask is prompted with one foreground point, the mask pixel
 farthest from its boundary (the point SAM's paper uses for its single-point evaluations). With
 multimask output the model gives three masks; "top" scores the one it ranks first by predicted
-IoU, "best" the one closest to the ground truth (the oracle of the paper's figures).
+IoU, "best" the one closest to the ground truth (the oracle of the paper's figures). The best of
+three is also split by mask area with COCO's bounds (small < 32^2 px, medium < 96^2, large).
 
 Proposals: the automatic mask generator's masks, ranked by predicted IoU, scored by pycocotools'
 COCOeval (segm, category-agnostic) as average recall over IoU thresholds 0.50:0.05:0.95 with at
@@ -32,6 +33,8 @@ PROPOSAL_LIMITS = (10, 100, 1000)
 # ranked by predicted IoU; the quality filters are off, since recall at N proposals is a question
 # of ranking (the paper's proposal evaluation also relaxed its automatic pipeline).
 PROPOSAL_SETTINGS = MaskGeneratorSettings(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+# COCO's object-size bounds in px of mask area, as COCOeval's areaRng uses them.
+AREA_BOUNDS = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, float("inf"))}
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class PointScores:
     miou_top: float
     miou_best: float
     n_masks: int
+    miou_best_by_size: dict[str, float]
+    """Best-of-three mIoU per AREA_BOUNDS class that has masks."""
+    masks_by_size: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ def _iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def single_point_miou(predictor: SamPredictor, images: Iterable[GroundTruthImage]) -> PointScores:
     """mIoU over all ground-truth masks of the top-ranked and of the best of the three masks."""
-    top, best = [], []
+    top, best, areas = [], [], []
     for item in images:
         if len(item.masks) == 0:
             continue
@@ -84,9 +90,15 @@ def single_point_miou(predictor: SamPredictor, images: Iterable[GroundTruthImage
             ious = _iou(masks, truth)
             top.append(float(ious[int(np.argmax(scores))]))
             best.append(float(ious.max()))
+            areas.append(int(truth.sum()))
     if not top:
         raise ValueError("no ground-truth masks to evaluate")
-    return PointScores(float(np.mean(top)), float(np.mean(best)), len(top))
+    by_size, counts = {}, {}
+    for name, (low, high) in AREA_BOUNDS.items():
+        chosen = [b for b, a in zip(best, areas) if low <= a < high]
+        if chosen:
+            by_size[name], counts[name] = float(np.mean(chosen)), len(chosen)
+    return PointScores(float(np.mean(top)), float(np.mean(best)), len(top), by_size, counts)
 
 
 def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]) -> ProposalScores:

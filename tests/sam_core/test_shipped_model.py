@@ -78,6 +78,11 @@ def test_single_point_miou_stays_above_its_floor(model, held_out):
     scores = single_point_miou(SamPredictor(model), held_out)
     assert scores.miou_best >= MIOU_BEST_FLOOR, scores
     assert scores.miou_top >= MIOU_TOP_FLOOR, scores
+    # The size split partitions the same masks: its weighted mean is the overall best-of-three.
+    counts = scores.masks_by_size
+    assert sum(counts.values()) == scores.n_masks
+    split_mean = sum(scores.miou_best_by_size[k] * n for k, n in counts.items()) / scores.n_masks
+    assert split_mean == pytest.approx(scores.miou_best)
 
 
 def test_proposal_recall_stays_above_its_floor(model, held_out):
