@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 import segment_anything
@@ -89,8 +90,8 @@ def main() -> None:
     precisions = [torch.float32] + ([torch.bfloat16] if args.device.startswith("cuda") else [])
     for precision in precisions:
         ours = SamPredictor(ours_model, precision=precision)
-        embed_s = _timed(lambda: ours.set_image(image), args.device, args.repeats)
-        decode_s = _timed(lambda: ours.predict(box=boxes), args.device, args.repeats)
+        embed_s = _timed(partial(ours.set_image, image), args.device, args.repeats)
+        decode_s = _timed(partial(ours.predict, box=boxes), args.device, args.repeats)
         result = ours.predict(box=boxes)
         rows.append(
             (

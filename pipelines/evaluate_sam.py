@@ -3,7 +3,8 @@
     python -m pipelines.evaluate_sam --release out/scenes/heldout --model sae_tiny --max-images 100
 
 Prints and optionally writes (--json) single-point mIoU (top-ranked and best of three, the
-latter also by object size) and automatic-mask proposal recall AR@10/100/1000 (COCOeval, segm,
+latter also by object size, beside the ground truth's own IoU after a round trip through the
+model's low-res mask grid) and automatic-mask proposal recall AR@10/100/1000 (COCOeval, segm,
 category-agnostic). See `sam_core.evaluation` for the protocol; proposals use `PROPOSAL_SETTINGS`
 (the whole image only) unless overridden, e.g. `--crop-n-layers 1` for zoomed crops as the data
 engine's presets run them.
@@ -80,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         f"single point: mIoU top-ranked {point.miou_top:.3f}, best of three {point.miou_best:.3f} "
         f"over {point.n_masks} masks ({time.perf_counter() - started:.0f} s); best of three by size: "
         + ", ".join(f"{k} {v:.3f} ({point.masks_by_size[k]})" for k, v in point.miou_best_by_size.items()),
+        file=sys.stderr,
+    )
+    low = model.config.low_res_mask_size
+    print(
+        f"the ground truth itself through the {low}x{low} low-res mask grid, by size: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in point.round_trip_by_size.items()),
         file=sys.stderr,
     )
     started = time.perf_counter()

@@ -80,4 +80,4 @@ def crop_boxes(image_size: tuple[int, int], n_layers: int, overlap_ratio: float)
 
 
 def _crop_length(length: int, n_crops: int, overlap: int) -> int:
-    return int(math.ceil((overlap * (n_crops - 1) + length) / n_crops))
+    return math.ceil((overlap * (n_crops - 1) + length) / n_crops)

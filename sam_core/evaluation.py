@@ -5,6 +5,8 @@ farthest from its boundary (the point SAM's paper uses for its single-point eval
 multimask output the model gives three masks; "top" scores the one it ranks first by predicted
 IoU, "best" the one closest to the ground truth (the oracle of the paper's figures). The best of
 three is also split by mask area with COCO's bounds (small < 32^2 px, medium < 96^2, large).
+Beside it stands the same split for the ground truth sent through the model's low-res mask grid
+(`low_res_round_trip_iou`): how much of what is lost on small masks is output resolution alone.
 
 Proposals: the automatic mask generator's masks, ranked by predicted IoU, scored by pycocotools'
 COCOeval (segm, category-agnostic) as average recall over IoU thresholds 0.50:0.05:0.95 with at
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -27,6 +30,8 @@ from sam_core.amg_settings import MaskGeneratorSettings
 from sam_core.mask_generator import MaskGenerator
 from sam_core.mask_ops import encode_rles, interior_point, masks_to_boxes
 from sam_core.predictor import SamPredictor
+from sam_core.sam import Sam
+from sam_core.transforms import resized_shape
 
 PROPOSAL_LIMITS = (10, 100, 1000)
 # Proposals for recall: every mask of the official 32x32 grid, de-duplicated by box NMS at 0.7 and
@@ -54,6 +59,8 @@ class PointScores:
     miou_best_by_size: dict[str, float]
     """Best-of-three mIoU per AREA_BOUNDS class that has masks."""
     masks_by_size: dict[str, int]
+    round_trip_by_size: dict[str, float]
+    """Per AREA_BOUNDS class, mean `low_res_round_trip_iou` of the ground truth."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,39 @@ def _iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+def low_res_round_trip_iou(model: Sam, masks: np.ndarray) -> np.ndarray:
+    """IoU of each of N HxW bool masks with itself after a round trip through the model's low-res grid.
+
+    The mask is resized as the image is (longest side to image_size), padded, area-averaged to the
+    LxL low-res grid (L = low_res_mask_size, 64 for a 256 px model), and the coverage minus one
+    half is upsampled and thresholded exactly as the model's logits are. That is what a model whose
+    low-res logits matched the mask's coverage would score: a reference for the share of a gap that
+    is output resolution, not a strict upper bound. Returns N IoUs.
+    """
+    height, width = masks.shape[-2:]
+    size, low = model.config.image_size, model.config.low_res_mask_size
+    input_size = resized_shape(height, width, size)
+    truth = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]
+    resized = F.interpolate(truth, input_size, mode="area")
+    padded = F.pad(resized, (0, size - input_size[1], 0, size - input_size[0]))
+    coverage = F.interpolate(padded, (low, low), mode="area")
+    back = model.postprocess_masks(coverage - 0.5, input_size, (height, width))[:, 0] > model.mask_threshold
+    return np.array([_iou(m, t) for m, t in zip(back.numpy(), masks)], dtype=np.float64)
+
+
+def _mean_by_size(values: list[float], areas: list[int]) -> dict[str, float]:
+    """Mean of `values` per AREA_BOUNDS class of `areas`, for the classes that have any."""
+    means = {}
+    for name, (low, high) in AREA_BOUNDS.items():
+        chosen = [v for v, a in zip(values, areas) if low <= a < high]
+        if chosen:
+            means[name] = float(np.mean(chosen))
+    return means
+
+
 def single_point_miou(predictor: SamPredictor, images: Iterable[GroundTruthImage]) -> PointScores:
     """mIoU over all ground-truth masks of the top-ranked and of the best of the three masks."""
-    top, best, areas = [], [], []
+    top, best, round_trip, areas = [], [], [], []
     for item in images:
         if len(item.masks) == 0:
             continue
@@ -91,14 +128,18 @@ def single_point_miou(predictor: SamPredictor, images: Iterable[GroundTruthImage
             top.append(float(ious[int(np.argmax(scores))]))
             best.append(float(ious.max()))
             areas.append(int(truth.sum()))
+        round_trip.extend(low_res_round_trip_iou(predictor.model, item.masks).tolist())
     if not top:
         raise ValueError("no ground-truth masks to evaluate")
-    by_size, counts = {}, {}
-    for name, (low, high) in AREA_BOUNDS.items():
-        chosen = [b for b, a in zip(best, areas) if low <= a < high]
-        if chosen:
-            by_size[name], counts[name] = float(np.mean(chosen)), len(chosen)
-    return PointScores(float(np.mean(top)), float(np.mean(best)), len(top), by_size, counts)
+    counts = {name: sum(low <= a < high for a in areas) for name, (low, high) in AREA_BOUNDS.items()}
+    return PointScores(
+        miou_top=float(np.mean(top)),
+        miou_best=float(np.mean(best)),
+        n_masks=len(top),
+        miou_best_by_size=_mean_by_size(best, areas),
+        masks_by_size={name: n for name, n in counts.items() if n},
+        round_trip_by_size=_mean_by_size(round_trip, areas),
+    )
 
 
 def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]) -> ProposalScores:

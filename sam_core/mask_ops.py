@@ -141,7 +141,7 @@ def remove_small_regions(mask: np.ndarray, min_area: int, drop_if_all_small: boo
 
 
 def _fill_small_holes(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, bool]:
-    labels_count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=8)
     small = stats[1:, cv2.CC_STAT_AREA] < min_area
     if not small.any():
         return mask, False

@@ -26,7 +26,10 @@ def test_writes_point_and_proposal_scores_with_crops(release, tmp_path, capsys):
     assert 0.0 < point["miou_best"] <= 1.0 and point["miou_top"] <= point["miou_best"]
     assert 0.0 <= proposals["ar_100"] <= proposals["ar_1000"] <= 1.0
     assert proposals["n_images"] == 2 and proposals["mean_proposals"] > 0
-    assert "best of three by size" in capsys.readouterr().err
+    assert point["round_trip_by_size"].keys() == point["miou_best_by_size"].keys() == point["masks_by_size"].keys()
+    assert all(0.0 <= v <= 1.0 for v in point["round_trip_by_size"].values())
+    err = capsys.readouterr().err
+    assert "best of three by size" in err and "through the 64x64 low-res mask grid" in err
 
 
 def test_bad_generator_settings_are_a_usage_error(release, capsys):

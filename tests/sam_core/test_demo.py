@@ -11,7 +11,12 @@ from tests.conftest import REPO
 
 def _demo(*args):
     return subprocess.run(
-        [sys.executable, "-m", "sam_core.demo", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "sam_core.demo", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 

@@ -1,12 +1,15 @@
-"""The evaluation protocol on known answers: ground truth as proposals scores 1, nothing scores 0."""
+"""The evaluation protocol on known answers: ground truth as proposals scores 1, nothing scores 0,
+and the low-res round trip loses exactly the pixels that bilinear upsampling of a coverage grid must."""
 
 import numpy as np
 import pytest
 import torch
 
 from curation.scenes import generate_scene
-from sam_core.evaluation import GroundTruthImage, proposal_recall
+from sam_core.evaluation import GroundTruthImage, low_res_round_trip_iou, proposal_recall
 from sam_core.mask_ops import encode_rles
+from sam_core.sam import build_sam
+from sam_core.testing import TINY
 
 
 class _KnownProposals:
@@ -48,3 +51,23 @@ def test_eroded_masks_lose_recall_at_strict_thresholds():
     eroded = [cv2.erode(m.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) for m in image.masks]
     scores = proposal_recall(_KnownProposals({image.image.shape[:2]: eroded}), [image])
     assert 0.0 < scores.ar_100 < 1.0
+
+
+def test_low_res_round_trip_keeps_grid_aligned_masks_but_their_corner_pixels():
+    # TINY: 256 px input, 64x64 low-res grid, so one low-res cell is 4x4 px here.
+    model = build_sam(TINY)
+    masks = np.zeros((3, 256, 256), bool)
+    masks[0, 16:48, 32:64] = True  # 8x8 whole cells
+    masks[1, 8:12, 8:12] = True  # one whole cell
+    masks[2, 101:104, 101:104] = True  # 3x3 px across four cells, none of them half covered
+    ious = low_res_round_trip_iou(model, masks)
+    # Bilinear weights of a whole cell reach 0.625 on each border pixel, so a corner pixel has
+    # 0.625^2 < 0.5 and is lost, every other pixel is kept.
+    assert ious == pytest.approx([1020 / 1024, 12 / 16, 0.0])
+
+
+def test_low_res_round_trip_follows_the_image_resize():
+    # 100x128 is resized to 200x256 before the grid: a half-image mask survives exactly.
+    masks = np.zeros((1, 100, 128), bool)
+    masks[0, :50] = True
+    assert low_res_round_trip_iou(build_sam(TINY), masks) == pytest.approx([1.0])
