@@ -77,7 +77,7 @@ class ProposalScores:
 
 
 def _iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """IoU of ...xHxW bool predictions with an HxW bool ground truth."""
+    """IoU over the last two axes of ...xHxW bool predictions and ground truths that broadcast."""
     inter = np.logical_and(predicted, truth).sum((-2, -1))
     union = np.logical_or(predicted, truth).sum((-2, -1))
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
@@ -100,7 +100,7 @@ def low_res_round_trip_iou(model: Sam, masks: np.ndarray) -> np.ndarray:
     padded = F.pad(resized, (0, size - input_size[1], 0, size - input_size[0]))
     coverage = F.interpolate(padded, (low, low), mode="area")
     back = model.postprocess_masks(coverage - 0.5, input_size, (height, width))[:, 0] > model.mask_threshold
-    return np.array([_iou(m, t) for m, t in zip(back.numpy(), masks)], dtype=np.float64)
+    return _iou(back.numpy(), masks)
 
 
 def _mean_by_size(values: list[float], areas: list[int]) -> dict[str, float]:
