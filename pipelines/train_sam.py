@@ -3,6 +3,7 @@
     python -m pipelines.train_sam --release out/scenes/train --out out/models --steps 3000
     python -m pipelines.train_sam --release s3://bucket/release --model vit_b --checkpoint vit_b \\
         --trainable mask_decoder --device cuda --precision bfloat16 --out out/models
+    python -m pipelines.train_sam --release out/scenes/train --checkpoint sae_tiny --image-size 384 --out out/m384
 
 Wiring only: reads the release with `curation.release`, trains with `sam_core.training`, and
 saves `<name>_<sha256[:8]>.pth` (the official state-dict layout) plus a JSON of its config and
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ import torch
 from curation.images import ImageDecodeError, decode_image
 from curation.release import iter_release
 from sam_core.checkpoints import load_sam
-from sam_core.config import PRESETS
+from sam_core.config import PRESETS, SamConfig
 from sam_core.training import Trainer, TrainingImage, TrainSettings, prepare_training_image, save_weights
 
 
@@ -59,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint", default=None, help="weights to start from: a path, URL or model name; default: random init"
     )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input side in pixels (default: the model's); a checkpoint made for another size has its "
+        "position tables resampled",
+    )
     parser.add_argument("--max-images", type=int, default=None, help="use at most this many images")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="save every N steps (0: only at the end)")
@@ -90,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = TrainSettings(**values)
     except ValueError as error:
         parser.error(str(error))
+    config = SamConfig.preset(args.model)
+    try:
+        config = replace(config, image_size=args.image_size or config.image_size)
+    except ValueError as error:
+        parser.error(str(error))
     torch.manual_seed(settings.seed)  # the random initialisation
-    model = load_sam(args.model, args.checkpoint).to(args.device)
+    model = load_sam(config, args.checkpoint, resample_positions=True).to(args.device)
     images = load_training_images(args.release, model.config.image_size, args.max_images)
     if len(images) < settings.images_per_step:
         parser.error(f"{args.release} gave {len(images)} usable images, fewer than --images-per-step")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from sam_core.config import SamConfig
+from sam_core.image_encoder import resample_offset_table, resample_position_grid
 from sam_core.sam import Sam
 
 _CHUNK = 8 << 20
@@ -199,16 +200,40 @@ def _listing(title: str, items: list[str]) -> str:
     return f"{title} ({len(items)}): {shown}{more}"
 
 
+def resample_position_tables(state_dict: dict[str, torch.Tensor], model: Sam) -> dict[str, torch.Tensor]:
+    """`state_dict` with the encoder's position tables resampled to the sizes `model` needs.
+
+    This is how weights trained at one input size start training at another (same patch size):
+    the absolute position embedding is resampled bicubically to the new patch grid, and the
+    relative position tables of the global-attention blocks linearly to the new offset range.
+    Windowed blocks keep their tables. Every other tensor is returned as it is.
+    """
+    expected = model.state_dict()
+    resampled = dict(state_dict)
+    for key, value in state_dict.items():
+        want = expected.get(key)
+        if want is None or want.shape == value.shape:
+            continue
+        if key == "image_encoder.pos_embed" and value.ndim == 4:
+            resampled[key] = resample_position_grid(value, want.shape[1])
+        elif key.endswith(("attn.rel_pos_h", "attn.rel_pos_w")) and value.ndim == 2:
+            resampled[key] = resample_offset_table(value, want.shape[0])
+    return resampled
+
+
 def load_sam(
     config: SamConfig | str,
     checkpoint: str | Path | None = None,
     cache_dir: str | Path | None = None,
     expected_sha256: str | None = None,
+    resample_positions: bool = False,
 ) -> Sam:
     """A SAM of `config` (a SamConfig or `vit_h`/`vit_l`/`vit_b`) with weights from `checkpoint`.
 
     checkpoint: a local path, an fsspec URL, or an official model type to fetch its official
-    file; None leaves the weights randomly initialised. The model is returned in eval mode on the CPU.
+    file; None leaves the weights randomly initialised. resample_positions: accept weights made
+    for another image size, resampling their position tables (`resample_position_tables`).
+    The model is returned in eval mode on the CPU.
     """
     if isinstance(config, str):
         config = SamConfig.preset(config)
@@ -216,6 +241,8 @@ def load_sam(
     if checkpoint is not None:
         path = fetch_checkpoint(checkpoint, cache_dir, expected_sha256)
         state_dict = read_state_dict(path)
+        if resample_positions:
+            state_dict = resample_position_tables(state_dict, model)
         check_state_dict_fits(model, state_dict, str(path))
         model.load_state_dict(state_dict, strict=True)
     return model.eval()

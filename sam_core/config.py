@@ -121,11 +121,11 @@ PRESETS: dict[str, SamConfig] = {
         encoder_num_heads=12,
         encoder_global_attn_indexes=(2, 5, 8, 11),
     ),
-    # sa-engine's own small model (sam_core/weights, MODEL_CARD.md): 256 px input, 16x16 embedding,
-    # 64x64 low-res masks, 3.8 M parameters.
+    # sa-engine's own small model (sam_core/weights, MODEL_CARD.md): 384 px input, 24x24 embedding,
+    # 96x96 low-res masks, 3.9 M parameters.
     "sae_tiny": SamConfig(
         name="sae_tiny",
-        image_size=256,
+        image_size=384,
         encoder_embed_dim=192,
         encoder_depth=6,
         encoder_num_heads=6,

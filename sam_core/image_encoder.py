@@ -16,6 +16,21 @@ from sam_core.config import SamConfig
 from sam_core.layers import FeedForward, LayerNorm2d
 
 
+def resample_offset_table(table: torch.Tensor, length: int) -> torch.Tensor:
+    """A (2*S-1)xD table of learned offset embeddings resampled linearly to length x D."""
+    if table.shape[0] == length:
+        return table
+    return F.interpolate(table.T[None], size=length, mode="linear")[0].T
+
+
+def resample_position_grid(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
+    """A 1xGxGxD absolute position embedding resampled bicubically to 1 x grid x grid x D."""
+    if pos_embed.shape[1] == grid:
+        return pos_embed
+    resized = F.interpolate(pos_embed.permute(0, 3, 1, 2), size=(grid, grid), mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1)
+
+
 def relative_position_table(size: int, table: torch.Tensor) -> torch.Tensor:
     """Bias rows for every (query, key) offset along one axis.
 
@@ -23,9 +38,7 @@ def relative_position_table(size: int, table: torch.Tensor) -> torch.Tensor:
     table was trained for; it is resampled linearly when `size` differs from S.
     Returns size x size x D: entry [i, j] embeds the offset i - j.
     """
-    needed = 2 * size - 1
-    if table.shape[0] != needed:
-        table = F.interpolate(table.T[None], size=needed, mode="linear")[0].T
+    table = resample_offset_table(table, 2 * size - 1)
     offsets = torch.arange(size, device=table.device)
     index = offsets[:, None] - offsets[None, :] + (size - 1)
     return table[index]

@@ -5,13 +5,15 @@ import hashlib
 import http.server
 import pickle
 import threading
+from dataclasses import replace
 
 import fsspec
 import pytest
 import torch
 
 from sam_core import OFFICIAL_CHECKPOINTS, CheckpointError, load_sam
-from sam_core.checkpoints import fetch_checkpoint, file_sha256
+from sam_core.checkpoints import fetch_checkpoint, file_sha256, resample_position_tables
+from sam_core.sam import Sam
 from sam_core.testing import TINY, randomize
 
 
@@ -79,6 +81,29 @@ def test_wrong_architecture_lists_missing_unexpected_and_mismatched_keys(checkpo
     torch.save(state_dict, checkpoint)
     with pytest.raises(CheckpointError, match=r"unexpected keys \(1\): extra.weight"):
         load_sam(TINY, checkpoint)
+
+
+def test_weights_of_another_input_size_load_only_with_resampled_position_tables(checkpoint, tiny_weights):
+    larger = replace(TINY, image_size=2 * TINY.image_size)  # a 32x32 patch grid instead of 16x16
+    with pytest.raises(CheckpointError, match=r"image_encoder.pos_embed: checkpoint \(1, 16, 16, 64\) vs model"):
+        load_sam(larger, checkpoint)
+
+    loaded = load_sam(larger, checkpoint, resample_positions=True).state_dict()
+    resampled = {k for k, v in tiny_weights.items() if v.shape != loaded[k].shape}
+    global_tables = {f"image_encoder.blocks.{i}.attn.rel_pos_{axis}" for i in (1, 3) for axis in "hw"}
+    assert resampled == {"image_encoder.pos_embed"} | global_tables  # windowed blocks keep theirs
+    assert all(torch.equal(loaded[k], v) for k, v in tiny_weights.items() if k not in resampled)
+    assert loaded["image_encoder.pos_embed"].shape == (1, 32, 32, 64)
+    assert all(loaded[k].shape == (63, 16) for k in global_tables)
+
+    # Interpolation keeps what does not vary: a constant embedding stays that constant.
+    constant = dict(tiny_weights, **{"image_encoder.pos_embed": torch.full((1, 16, 16, 64), 0.25)})
+    model = Sam(larger)
+    grid = resample_position_tables(constant, model)["image_encoder.pos_embed"]
+    assert torch.allclose(grid, torch.full((1, 32, 32, 64), 0.25))
+    model.load_state_dict(loaded)
+    with torch.no_grad():
+        assert model.image_encoder(torch.zeros(1, 3, 512, 512)).shape == (1, TINY.prompt_embed_dim, 32, 32)
 
 
 def test_truncated_file_is_named(checkpoint):
