@@ -7,7 +7,8 @@ latter also by object size, beside the ground truth's own IoU after a round trip
 model's low-res mask grid) and automatic-mask proposal recall AR@10/100/1000 (COCOeval, segm,
 category-agnostic). See `sam_core.evaluation` for the protocol; proposals use `PROPOSAL_SETTINGS`
 (the whole image only) unless overridden, e.g. `--crop-n-layers 1` for zoomed crops as the data
-engine's presets run them.
+engine's presets run them. `--image-size N` runs the model at another input side, resampling
+the position tables of weights made for the preset's (zero-shot, no training).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from curation.images import decode_image
 from curation.release import iter_release
 from sam_core.checkpoints import load_sam
-from sam_core.config import PRESETS
+from sam_core.config import PRESETS, SamConfig
 from sam_core.evaluation import PROPOSAL_SETTINGS, GroundTruthImage, proposal_recall, single_point_miou
 from sam_core.mask_generator import MaskGenerator
 from sam_core.mask_ops import decode_rle
@@ -50,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint", default=None, help="weights: path, URL or model name (default: the model's bundled weights)"
     )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input side in pixels (default: the model's); weights made for another size have their "
+        "position tables resampled",
+    )
     parser.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
     parser.add_argument("--points-per-side", type=int, default=PROPOSAL_SETTINGS.points_per_side)
     parser.add_argument("--pred-iou-thresh", type=float, default=PROPOSAL_SETTINGS.pred_iou_thresh)
@@ -70,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             stability_score_thresh=args.stability_score_thresh,
             crop_n_layers=args.crop_n_layers,
         )
+        config = SamConfig.preset(args.model, args.image_size)
     except ValueError as error:
         parser.error(str(error))
 
-    model = load_sam(args.model, args.checkpoint or args.model)
+    model = load_sam(config, args.checkpoint or args.model, resample_positions=True)
     images = ground_truth_images(args.release, args.max_images)
     started = time.perf_counter()
     point = single_point_miou(SamPredictor(model), images)
@@ -101,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "release": args.release,
         "model": args.model,
         "checkpoint": args.checkpoint or args.model,
+        "image_size": config.image_size,
         "single_point": asdict(point),
         "proposals": asdict(proposals),
         "proposal_settings": asdict(settings),

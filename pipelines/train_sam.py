@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(defaults, field.name)
         if field.name == "trainable":
             parser.add_argument(
-                flag, default=",".join(value), help=f"comma-separated parts (default {','.join(value)})"
+                flag,
+                default=",".join(value),
+                help=f"comma-separated parts or modules inside them, e.g. mask_decoder.iou_prediction_head (default {','.join(value)})",
             )
         elif field.name == "focal_alpha":
             parser.add_argument(flag, type=float, default=value, help=f"(default {value}; negative: none)")
@@ -98,9 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = TrainSettings(**values)
     except ValueError as error:
         parser.error(str(error))
-    config = SamConfig.preset(args.model)
     try:
-        config = replace(config, image_size=args.image_size or config.image_size)
+        config = SamConfig.preset(args.model, args.image_size)
     except ValueError as error:
         parser.error(str(error))
     torch.manual_seed(settings.seed)  # the random initialisation
@@ -108,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     images = load_training_images(args.release, model.config.image_size, args.max_images)
     if len(images) < settings.images_per_step:
         parser.error(f"{args.release} gave {len(images)} usable images, fewer than --images-per-step")
-    trainer = Trainer(model, images, settings)
+    try:
+        trainer = Trainer(model, images, settings)
+    except ValueError as error:
+        parser.error(str(error))
     stem = args.name or args.model
     out = Path(args.out)
 

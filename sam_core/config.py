@@ -74,12 +74,17 @@ class SamConfig:
         return 4 * self.embedding_grid
 
     @classmethod
-    def preset(cls, name: str) -> SamConfig:
-        """A named configuration: published `vit_h`, `vit_l`, `vit_b`, or the project's own `sae_tiny`."""
+    def preset(cls, name: str, image_size: int | None = None) -> SamConfig:
+        """A named configuration: published `vit_h`, `vit_l`, `vit_b`, or the project's own `sae_tiny`.
+
+        image_size: another input side in pixels (None: the preset's); weights made for the
+        preset's size then load with `load_sam(..., resample_positions=True)`.
+        """
         try:
-            return PRESETS[name]
+            config = PRESETS[name]
         except KeyError:
             raise ValueError(f"unknown SAM model type {name!r}; known: {', '.join(PRESETS)}") from None
+        return config if image_size is None else replace(config, image_size=image_size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

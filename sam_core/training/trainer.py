@@ -58,7 +58,8 @@ class TrainSettings:
     dice_weight: float = 1.0
     iou_weight: float = 1.0
     trainable: tuple[str, ...] = MODEL_PARTS
-    """Model parts that learn; the others are frozen (e.g. ("mask_decoder",) to fine-tune the decoder)."""
+    """Modules that learn, by name; the rest is frozen. A part, e.g. ("mask_decoder",) to fine-tune
+    the decoder, or any module inside one, e.g. ("mask_decoder.iou_prediction_head",)."""
     flip: bool = True
     seed: int = 0
     precision: str = "float32"
@@ -72,9 +73,11 @@ class TrainSettings:
             if f.name in ("steps", "images_per_step", "masks_per_image", "rounds", "log_every")
             and getattr(self, f.name) < 1
         ]
-        unknown = sorted(set(self.trainable) - set(MODEL_PARTS))
+        unknown = sorted(name for name in self.trainable if name.split(".")[0] not in MODEL_PARTS)
         if unknown or not self.trainable:
-            problems.append(f"trainable must name some of {', '.join(MODEL_PARTS)}, got {self.trainable}")
+            problems.append(
+                f"trainable must name some of {', '.join(MODEL_PARTS)} or modules inside them, got {self.trainable}"
+            )
         if self.precision not in ("float32", "bfloat16"):
             problems.append(f"precision must be float32 or bfloat16, got {self.precision!r}")
         if self.loss_resolution is not None and self.loss_resolution < 8:
@@ -106,8 +109,13 @@ class Trainer:
         if not images:
             raise ValueError("no training images")
         self.model, self.images, self.settings = model, list(images), settings
-        for part in MODEL_PARTS:
-            getattr(model, part).requires_grad_(part in settings.trainable)
+        modules = dict(model.named_modules())
+        missing = [name for name in settings.trainable if name not in modules]
+        if missing:
+            raise ValueError(f"trainable names no module of the model: {', '.join(missing)}")
+        model.requires_grad_(False)
+        for name in settings.trainable:
+            modules[name].requires_grad_(True)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -144,7 +152,8 @@ class Trainer:
         device = model.device
         targets, valid = batch.targets.to(device), batch.valid.to(device)
         with self._autocast():
-            encode = nullcontext() if "image_encoder" in s.trainable else torch.no_grad()
+            encoder_learns = any(p.requires_grad for p in model.image_encoder.parameters())
+            encode = nullcontext() if encoder_learns else torch.no_grad()
             with encode:
                 embeddings = model.image_encoder(batch.images.to(device))
             terms = self._rounds(embeddings[batch.image_index.to(device)], targets, valid)

@@ -27,8 +27,24 @@ def test_writes_point_and_proposal_scores_with_crops(scene_release, tmp_path, ca
     assert "best of three by size" in err and f"through the {low}x{low} low-res mask grid" in err
 
 
-def test_bad_generator_settings_are_a_usage_error(scene_release, capsys):
+def test_runs_the_shipped_weights_at_another_input_size(scene_release, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["--release", scene_release, "--image-size", "320", "--points-per-side", "4", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["image_size"] == 320
+    assert 0.0 < result["single_point"]["miou_best"] <= 1.0
+    assert "through the 80x80 low-res mask grid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--crop-n-layers", "-1"], "crop_n_layers must be >= 0"),
+        (["--image-size", "300"], "image_size 300 is not a multiple of patch_size 16"),
+    ],
+)
+def test_bad_settings_are_a_usage_error(scene_release, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--release", scene_release, "--crop-n-layers", "-1"])
+        main(["--release", scene_release, *args])
     assert exit_info.value.code == 2
-    assert "crop_n_layers must be >= 0" in capsys.readouterr().err
+    assert message in capsys.readouterr().err

@@ -94,15 +94,22 @@ def test_a_short_training_run_lowers_the_loss():
     assert all(math.isfinite(r.loss) for r in results)
 
 
-def test_fine_tuning_the_decoder_leaves_the_rest_alone():
+@pytest.mark.parametrize("trainable", ["mask_decoder", "mask_decoder.iou_prediction_head"])
+def test_fine_tuning_a_part_leaves_the_rest_alone(trainable):
     torch.manual_seed(1)
     model = Sam(MICRO)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    settings = TrainSettings(steps=3, images_per_step=2, masks_per_image=2, trainable=("mask_decoder",), log_every=3)
+    settings = TrainSettings(steps=3, images_per_step=2, masks_per_image=2, trainable=(trainable,), log_every=3)
     Trainer(model, _scenes(3, MICRO.image_size), settings).train()
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and all(k.startswith("mask_decoder.") for k in changed)
+    assert changed and all(k.startswith(trainable + ".") for k in changed)
+
+
+def test_a_module_the_model_lacks_is_refused():
+    settings = TrainSettings(steps=1, trainable=("mask_decoder.no_such_head",))
+    with pytest.raises(ValueError, match="mask_decoder.no_such_head"):
+        Trainer(Sam(MICRO), _scenes(1, MICRO.image_size), settings)
 
 
 @pytest.mark.parametrize(
