@@ -98,9 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         values["focal_alpha"] = None
     try:
         settings = TrainSettings(**values)
-    except ValueError as error:
-        parser.error(str(error))
-    try:
         config = SamConfig.preset(args.model, args.image_size)
     except ValueError as error:
         parser.error(str(error))

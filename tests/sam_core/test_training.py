@@ -83,10 +83,14 @@ def test_prompts_come_from_the_right_pixels():
     assert ((boxes >= 0) & (boxes <= 7)).all() and (boxes[:, :2] <= boxes[:, 2:]).all()
 
 
-def test_a_short_training_run_lowers_the_loss():
+# bfloat16 autocasts on the CPU here: the mixed-precision path the trainer takes on CUDA, less the device.
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_short_training_run_lowers_the_loss(precision):
     torch.manual_seed(0)
     model = Sam(MICRO)
-    settings = TrainSettings(steps=40, images_per_step=2, masks_per_image=4, rounds=2, warmup_steps=5, log_every=40)
+    settings = TrainSettings(
+        steps=40, images_per_step=2, masks_per_image=4, rounds=2, warmup_steps=5, log_every=40, precision=precision
+    )
     results = Trainer(model, _scenes(6, MICRO.image_size), settings).train()
     assert len(results) == 40
     first, last = np.mean([r.loss for r in results[:5]]), np.mean([r.loss for r in results[-5:]])
