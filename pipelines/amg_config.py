@@ -25,7 +25,7 @@ from sam_core.checkpoints import bundled_generator_overrides
 from sam_core.config import PRESETS as MODEL_PRESETS
 from sam_core.inference import InferenceOptions, Precision
 
-GENERATOR_FLAGS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh")
+GENERATOR_FLAGS = ("points_per_side", "points_per_batch", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh")
 
 
 @dataclass(frozen=True)

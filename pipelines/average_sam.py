@@ -10,29 +10,24 @@ Wiring only: averages with `sam_core.training.average_checkpoints` and saves
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from sam_core.config import PRESETS, SamConfig
-from sam_core.training import average_checkpoints, save_weights
+from pipelines.weights_files import add_output_arguments, write_weights
+from sam_core.config import SamConfig
+from sam_core.training import average_checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", help="two or more weights files (paths, URLs or model names)")
-    parser.add_argument("--out", required=True, help="folder for the averaged weights")
-    parser.add_argument("--name", default=None, help="file stem of the weights (default: the model name)")
-    parser.add_argument("--model", default="sae_tiny", choices=sorted(PRESETS), help="architecture (default sae_tiny)")
-    parser.add_argument("--image-size", type=int, default=None, help="input side in pixels (default: the model's)")
+    add_output_arguments(parser, "averaged")
     args = parser.parse_args(argv)
     try:
         config = SamConfig.preset(args.model, args.image_size)
         model = average_checkpoints(config, args.checkpoints)
     except ValueError as error:  # CheckpointError included
         parser.error(str(error))
-    path = save_weights(model, args.out, args.name or args.model)
-    sources = {"config": config.to_dict(), "averaged": list(args.checkpoints)}
-    path.with_suffix(".json").write_text(json.dumps(sources, indent=2))
+    path = write_weights(model, args, {"averaged": list(args.checkpoints)})
     print(f"saved {path}, the mean of {len(args.checkpoints)} checkpoints", file=sys.stderr)
     return 0
 

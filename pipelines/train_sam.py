@@ -3,7 +3,7 @@
     python -m pipelines.train_sam --release out/scenes/train --out out/models --steps 3000
     python -m pipelines.train_sam --release s3://bucket/release --model vit_b --checkpoint vit_b \\
         --trainable mask_decoder --device cuda --precision bfloat16 --out out/models
-    python -m pipelines.train_sam --release out/scenes/train --checkpoint sae_tiny --image-size 384 --out out/m384
+    python -m pipelines.train_sam --release out/scenes/train --checkpoint sae_tiny --image-size 640 --out out/m640
 
 Wiring only: reads the release with `curation.release`, trains with `sam_core.training`, and
 saves `<name>_<sha256[:8]>.pth` (the official state-dict layout) plus a JSON of its config and

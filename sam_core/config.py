@@ -126,11 +126,11 @@ PRESETS: dict[str, SamConfig] = {
         encoder_num_heads=12,
         encoder_global_attn_indexes=(2, 5, 8, 11),
     ),
-    # sa-engine's own small model (sam_core/weights, MODEL_CARD.md): 384 px input, 24x24 embedding,
-    # 96x96 low-res masks, 3.9 M parameters.
+    # sa-engine's own small model (sam_core/weights, MODEL_CARD.md): 512 px input, 32x32 embedding,
+    # 128x128 low-res masks, 4.0 M parameters.
     "sae_tiny": SamConfig(
         name="sae_tiny",
-        image_size=384,
+        image_size=512,
         encoder_embed_dim=192,
         encoder_depth=6,
         encoder_num_heads=6,

@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--point", help="x,y of a foreground point in pixels (default: the image centre)")
     parser.add_argument("--automatic", action="store_true", help="draw all automatic masks (official preset)")
     parser.add_argument(
+        "--points-per-side", type=int, help="automatic masks: grid points per side (default: the preset's 32)"
+    )
+    parser.add_argument(
         "--pred-iou-thresh",
         type=float,
         help="automatic masks: predicted-IoU filter (default: the preset's, or what suits shipped weights)",
@@ -90,6 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         image = np.asarray(Image.open(args.image).convert("RGB"))
     except (OSError, ValueError) as error:
         parser.error(f"cannot read image {args.image}: {error}")
+    given = {
+        "points_per_side": args.points_per_side,
+        "pred_iou_thresh": args.pred_iou_thresh,
+        "stability_score_thresh": args.stability_score_thresh,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    try:
+        MaskGeneratorSettings.preset("official", **given)
+    except ValueError as error:
+        parser.error(str(error))
     h, w = image.shape[:2]
     point = (w / 2, h / 2) if args.point is None else tuple(float(v) for v in args.point.split(","))
     if len(point) != 2:
@@ -108,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.automatic:
         start = time.perf_counter()
         overrides = bundled_generator_overrides(args.model) if args.checkpoint == args.model else {}
-        given = {"pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_score_thresh}
-        overrides.update({k: v for k, v in given.items() if v is not None})
+        overrides.update(given)
         settings = MaskGeneratorSettings.preset("official", **overrides)
         records = MaskGenerator(model, settings).generate(image, with_masks=True)
         draw_automatic_overlay(image, records).save(args.out)

@@ -86,7 +86,7 @@ def test_help_documents_every_setting_and_bad_flags_exit_2():
     )
     assert done.returncode == 0
     for flag in ("--input", "--output", "--model", "--preset", "--device", "--actors", "--batch-size", "--shard-size",
-                 "--config", "--points-per-side", "--storage-options", "--min-predicted-iou", "--max-masks-per-image",
+                 "--config", "--points-per-side", "--crop-n-layers", "--storage-options", "--min-predicted-iou", "--max-masks-per-image",
                  "--deidentify", "--no-deidentify", "--dedup-table"):  # fmt: skip
         assert flag in done.stdout
     assert "Most images per tar shard" in done.stdout  # the field's docstring is the help text

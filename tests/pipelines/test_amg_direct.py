@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from tests.image_zoo import photo_files, write_files
-from tests.pipelines.conftest import FAST_GENERATOR
+from tests.pipelines.conftest import FAST_FLAGS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def test_run_directly_with_an_embedded_ray(shared_image_paths, tmp_path):
     write_files(tmp_path / "in", photos)
     out = tmp_path / "out"
     command = [sys.executable, str(REPO / "pipelines" / "amg.py"), "--input", str(tmp_path / "in"),
-               "--output", str(out), "--points-per-side", str(FAST_GENERATOR["points_per_side"])]  # fmt: skip
+               "--output", str(out), *FAST_FLAGS]  # fmt: skip
     unset = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")  # as on a user's machine: the job sets what it needs
     env = {k: v for k, v in os.environ.items() if k not in unset}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)

@@ -18,10 +18,8 @@ from pycocotools import mask as coco_mask
 
 from curation.release import iter_release
 from tests.image_zoo import photo_files, write_files
-from tests.pipelines.conftest import FAST_GENERATOR, released_names
+from tests.pipelines.conftest import FAST_FLAGS, released_names
 from tests.ray_cluster import RayCluster, free_port, kill, processes_matching
-
-FAST = ["--points-per-side", str(FAST_GENERATOR["points_per_side"])]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +53,8 @@ def _photo_folder(folder: Path, shared_image_paths: list[Path], copies: int) -> 
 
 def test_job_releases_a_folder_of_photos_and_records_every_bad_file(cluster, zoo, tmp_path):
     out = tmp_path / "release"
-    args = ["--input", str(zoo["manifest"]), "--output", str(out), *FAST, "--shard-size", "4", "--batch-size", "2"]
+    args = ["--input", str(zoo["manifest"]), "--output", str(out), *FAST_FLAGS, "--shard-size", "4"]
+    args += ["--batch-size", "2"]
     logs = _succeeded(cluster, cluster.submit(args))
     assert "[amg] done:" in logs
 
@@ -129,7 +128,7 @@ def test_job_reads_and_writes_s3_through_a_local_moto_server(cluster, shared_ima
             "s3://photos/in/",
             "--output",
             "s3://photos/release",
-            *FAST,
+            *FAST_FLAGS,
             "--storage-options",
             json.dumps(options),
         ]
@@ -175,7 +174,8 @@ def _start_and_wait_for_a_commit(
     output) once its first shard is committed: the job is then mid-run."""
     _photo_folder(tmp_path / "in", shared_image_paths, copies)
     out = tmp_path / "release"
-    args = ["--input", str(tmp_path / "in"), "--output", str(out), *FAST, "--shard-size", "2", "--batch-size", "1"]
+    args = ["--input", str(tmp_path / "in"), "--output", str(out), *FAST_FLAGS, "--shard-size", "2"]
+    args += ["--batch-size", "1"]
     submission = cluster.submit(args, wait=False)
     _wait_for(lambda: len(list((out / "_progress").glob("*.json"))) >= 1, "a first committed shard")
     return submission, args, out

@@ -20,7 +20,7 @@ from PIL import Image
 from curation.images import decode_image, encode_jpeg
 from curation.release import iter_release
 from tests.image_zoo import photo_files, write_files
-from tests.pipelines.conftest import FAST_GENERATOR
+from tests.pipelines.conftest import FAST_FLAGS
 
 REPO = Path(__file__).resolve().parents[2]
 ASTRONAUT_FACE = (177, 66, 95, 95)
@@ -63,7 +63,7 @@ def curated(shared_image_paths, tmp_path_factory) -> dict:
     table, out = root / "dedup.parquet", root / "release"
     dedup_log = _run("dedup.py", "--input", str(root / "in"), "--output", str(table))
     amg_log = _run("amg.py", "--input", str(root / "in"), "--output", str(out), "--dedup-table", str(table),
-                   "--points-per-side", str(FAST_GENERATOR["points_per_side"]),
+                   *FAST_FLAGS,
                    "--max-masks-per-image", "5", "--min-area-fraction", "0.001")  # fmt: skip
     return {"root": root, "table": table, "out": out, "dedup_log": dedup_log, "amg_log": amg_log,
             "astronaut": astronaut, "input": original}  # fmt: skip

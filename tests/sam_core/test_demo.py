@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from sam_core.demo import main
 from tests.conftest import REPO
 
 
@@ -47,10 +49,19 @@ def test_demo_reports_a_bad_checkpoint_and_a_bad_image(tmp_path, shared_image_pa
     assert run.returncode == 2 and "cannot read image" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_a_bad_generator_setting_is_a_usage_error_before_the_model_loads(tmp_path, shared_image_paths, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--image", str(shared_image_paths[0]), "--out", str(tmp_path / "o.png"), "--automatic",
+              "--points-per-side", "0"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "points_per_side must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_demo_uses_the_shipped_model_by_default_and_draws_automatic_masks(tmp_path, shared_image_paths, dog_photo):
     dog = next(p for p in shared_image_paths if p.name == "dog.jpg")
     out = tmp_path / "automatic.png"
-    run = _demo("--image", dog, "--out", out, "--automatic")
+    run = _demo("--image", dog, "--out", out, "--automatic", "--points-per-side", "16")
     assert run.returncode == 0, run.stderr
     assert "random weights" not in run.stderr
     count = int(run.stdout.split(": ", 1)[1].split(", ")[1].split()[0])
