@@ -20,4 +20,9 @@ def connect(ray_address: str | None, log: Callable[[str], None]) -> None:
         ray.init(address="local", include_dashboard=False)
     else:
         ray.init(address=ray_address)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    # Ray Data (2.60) fails a run in which no block moves for 30 min. One model call can take
+    # longer (vit_h with the sa1b preset on a CPU, a CPU shared with other work), and the job shows
+    # its own progress per committed shard, so that timeout is off.
+    context.execution_no_progress_timeout_s = -1

@@ -20,6 +20,10 @@ def test_run_directly_with_an_embedded_ray(shared_image_paths, tmp_path):
                "--output", str(out), *FAST_FLAGS]  # fmt: skip
     unset = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")  # as on a user's machine: the job sets what it needs
     env = {k: v for k, v in os.environ.items() if k not in unset}
+    # Ray Data ends a run in which no block moves for its no-progress timeout (30 min by default);
+    # one model call may take longer (vit_h on a CPU), so the job turns it off. At 1 s, a model
+    # call of a few seconds would end this run if it did not.
+    env["RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S"] = "1"
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "starting an embedded local Ray on 127.0.0.1" in done.stderr
