@@ -22,7 +22,7 @@ HELD_OUT_SEED = 2
 # regression (broken weights, loading or pre/post-processing) trips them on this small sample.
 MIOU_BEST_FLOOR = 0.72  # measured 0.795 on these 12 scenes (at 384 px input: 0.777; after run 1: 0.475)
 MIOU_TOP_FLOOR = 0.62  # measured 0.710 (at 384 px: 0.711; after run 1: 0.357)
-AR100_FLOOR = 0.53  # measured 0.614 on the first 6 (at 384 px: 0.588; after run 1: 0.147; random weights: 0)
+AR100_FLOOR = 0.53  # measured 0.570 on the first 4 (0.614 on the first 6; at 384 px, first 6: 0.588; after run 1: 0.147; random weights: 0)
 
 
 @pytest.fixture(scope="module")
@@ -87,5 +87,5 @@ def test_single_point_miou_stays_above_its_floor(model, held_out):
 
 
 def test_proposal_recall_stays_above_its_floor(model, held_out):
-    scores = proposal_recall(MaskGenerator(model, PROPOSAL_SETTINGS), held_out[:6])
+    scores = proposal_recall(MaskGenerator(model, PROPOSAL_SETTINGS), held_out[:4])
     assert scores.ar_100 >= AR100_FLOOR, scores
