@@ -5,7 +5,8 @@
 Prints and optionally writes (--json) single-point mIoU (top-ranked and best of three, the
 latter also by object size, beside the ground truth's own IoU after a round trip through the
 model's low-res mask grid) and automatic-mask proposal recall AR@10/100/1000 (COCOeval, segm,
-category-agnostic). See `sam_core.evaluation` for the protocol; proposals use `PROPOSAL_SETTINGS`
+category-agnostic), with the share of proposals that lie on a ground-truth mask (IoU >= 0.5).
+See `sam_core.evaluation` for the protocol; proposals use `PROPOSAL_SETTINGS`
 (the whole image only) unless overridden, e.g. `--crop-n-layers 1` for zoomed crops as the data
 engine's presets run them. `--image-size N` runs the model at another input side, resampling
 the position tables of weights made for the preset's (zero-shot, no training).
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"proposals: AR@100 {proposals.ar_100:.3f}, AR@1000 {proposals.ar_1000:.3f} (small "
         f"{proposals.ar_1000_small:.3f}, medium {proposals.ar_1000_medium:.3f}, large {proposals.ar_1000_large:.3f}), "
-        f"{proposals.mean_proposals:.0f} per image ({time.perf_counter() - started:.0f} s)",
+        f"{proposals.mean_proposals:.0f} per image, {100 * proposals.precision_50:.1f}% of them on a ground-truth "
+        f"mask at IoU >= 0.5 ({time.perf_counter() - started:.0f} s)",
         file=sys.stderr,
     )
     result = {

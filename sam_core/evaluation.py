@@ -10,7 +10,9 @@ Beside it stands the same split for the ground truth sent through the model's lo
 
 Proposals: the automatic mask generator's masks, ranked by predicted IoU, scored by pycocotools'
 COCOeval (segm, category-agnostic) as average recall over IoU thresholds 0.50:0.05:0.95 with at
-most 100 and 1000 proposals per image (AR@100, AR@1000), also split by object size.
+most 100 and 1000 proposals per image (AR@100, AR@1000), also split by object size; and the
+other way round, the share of all proposals that cover some ground-truth mask at IoU >= 0.5
+(precision: what a mask generator's quality filters buy, since recall alone favours keeping all).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -72,6 +75,8 @@ class ProposalScores:
     ar_1000_medium: float
     ar_1000_large: float
     mean_proposals: float
+    precision_50: float
+    """Share of all proposals whose best IoU with a ground-truth mask of their image is >= 0.5."""
     n_images: int
     n_masks: int
 
@@ -145,11 +150,13 @@ def single_point_miou(predictor: SamPredictor, images: Iterable[GroundTruthImage
 def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]) -> ProposalScores:
     """AR@10/100/1000 of the generator's masks against the ground truth, via COCOeval."""
     gt_images, gt_annotations, detections = [], [], []
+    matched = 0  # proposals covering a ground-truth mask at IoU >= 0.5
     for item in images:
         height, width = item.image.shape[:2]
         gt_images.append({"id": item.image_id, "height": height, "width": width})
         masks = torch.from_numpy(np.ascontiguousarray(item.masks))
-        for rle, mask, (x0, y0, x1, y1) in zip(encode_rles(masks), item.masks, masks_to_boxes(masks).tolist()):
+        truth_rles = encode_rles(masks)
+        for rle, mask, (x0, y0, x1, y1) in zip(truth_rles, item.masks, masks_to_boxes(masks).tolist()):
             bbox = [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)]
             gt_annotations.append(
                 {
@@ -162,7 +169,11 @@ def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]
                     "bbox": bbox,
                 }
             )
-        for record in generator.generate(item.image):
+        records = generator.generate(item.image)
+        if records and truth_rles:
+            ious = coco_mask.iou([r["segmentation"] for r in records], truth_rles, [0] * len(truth_rles))
+            matched += int((np.asarray(ious).max(1) >= 0.5).sum())
+        for record in records:
             detections.append(
                 {
                     "image_id": item.image_id,
@@ -179,7 +190,7 @@ def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]
         truth.createIndex()
         found = truth.loadRes(detections) if detections else None
     if found is None:
-        return ProposalScores(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, len(gt_images), len(gt_annotations))
+        return ProposalScores(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, len(gt_images), len(gt_annotations))
     evaluation = COCOeval(truth, found, iouType="segm")
     evaluation.params.useCats = 0
     evaluation.params.maxDets = list(PROPOSAL_LIMITS)
@@ -196,6 +207,7 @@ def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]
         ar_1000_medium=stats[10],
         ar_1000_large=stats[11],
         mean_proposals=len(detections) / len(gt_images),
+        precision_50=matched / len(detections),
         n_images=len(gt_images),
         n_masks=len(gt_annotations),
     )

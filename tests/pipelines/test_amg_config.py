@@ -32,9 +32,9 @@ def test_flags_win_over_yaml_which_wins_over_defaults(tmp_path):
 
 def test_the_shipped_model_brings_its_thresholds_unless_overridden():
     shipped = _config(["--input", "x", "--output", "y"]).generator_settings()
-    assert (shipped.pred_iou_thresh, shipped.stability_score_thresh, shipped.crop_n_layers) == (0.0, 0.2, 2)
+    assert (shipped.pred_iou_thresh, shipped.stability_score_thresh, shipped.crop_n_layers) == (0.35, 0.6, 2)
     given = _config(["--input", "x", "--output", "y", "--pred-iou-thresh", "0.5"]).generator_settings()
-    assert (given.pred_iou_thresh, given.stability_score_thresh) == (0.5, 0.2)
+    assert (given.pred_iou_thresh, given.stability_score_thresh) == (0.5, 0.6)
     own_weights = _config(["--input", "x", "--output", "y", "--checkpoint", "w.pth"]).generator_settings()
     assert own_weights.pred_iou_thresh == 0.88
 

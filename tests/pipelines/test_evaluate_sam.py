@@ -20,6 +20,7 @@ def test_writes_point_and_proposal_scores_with_crops(scene_release, tmp_path, ca
     assert 0.0 < point["miou_best"] <= 1.0 and point["miou_top"] <= point["miou_best"]
     assert 0.0 <= proposals["ar_100"] <= proposals["ar_1000"] <= 1.0
     assert proposals["n_images"] == SCENE_COUNT and proposals["mean_proposals"] > 0
+    assert 0.0 < proposals["precision_50"] < 1.0
     assert point["round_trip_by_size"].keys() == point["miou_best_by_size"].keys() == point["masks_by_size"].keys()
     assert all(0.0 <= v <= 1.0 for v in point["round_trip_by_size"].values())
     err = capsys.readouterr().err

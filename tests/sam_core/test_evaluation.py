@@ -34,6 +34,7 @@ def test_ground_truth_as_proposals_recalls_everything():
     scores = proposal_recall(_KnownProposals({image.image.shape[:2]: list(image.masks)}), [image])
     assert scores.ar_100 == pytest.approx(1.0) and scores.ar_1000 == pytest.approx(1.0)
     assert scores.n_masks == len(image.masks) and scores.mean_proposals == len(image.masks)
+    assert scores.precision_50 == 1.0
 
 
 def test_no_proposals_recall_nothing_and_half_the_masks_recall_half():
@@ -41,7 +42,19 @@ def test_no_proposals_recall_nothing_and_half_the_masks_recall_half():
     assert proposal_recall(_KnownProposals({}), [image]).ar_100 == 0.0
     half = list(image.masks[: len(image.masks) // 2])
     scores = proposal_recall(_KnownProposals({image.image.shape[:2]: half}), [image])
-    assert scores.ar_100 == pytest.approx(len(half) / len(image.masks))
+    assert scores.ar_100 == pytest.approx(len(half) / len(image.masks)) and scores.precision_50 == 1.0
+
+
+def test_precision_counts_the_proposals_that_cover_no_ground_truth():
+    (image,) = _images(1)
+    specks = []
+    for i in range(3):  # one pixel each: IoU <= 1/24 with any annotated mask (min_visible_area 24)
+        speck = np.zeros(image.masks.shape[1:], bool)
+        speck[i, 0] = True
+        specks.append(speck)
+    proposals = list(image.masks[:3]) + specks
+    scores = proposal_recall(_KnownProposals({image.image.shape[:2]: proposals}), [image])
+    assert scores.precision_50 == pytest.approx(0.5) and scores.mean_proposals == 6
 
 
 def test_eroded_masks_lose_recall_at_strict_thresholds():

@@ -11,13 +11,13 @@ from pycocotools import mask as coco_mask
 
 from sam_core.agreement import compare_records
 from sam_core.amg_settings import MaskGeneratorSettings
-from sam_core.checkpoints import bundled_generator_overrides, load_sam
+from sam_core.checkpoints import load_sam
 from sam_core.config import SamConfig
 from sam_core.inference import InferenceOptions
 from sam_core.mask_generator import MaskGenerator
 from sam_core.mask_ops import encode_rles
 from sam_core.record_cleanup import finish_records
-from sam_core.testing import FLOW, TINY, random_model
+from sam_core.testing import FLOW, PERMISSIVE, TINY, random_model
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ FAST = InferenceOptions(encoder_precision="bfloat16", decoder_precision="float16
 
 
 def test_mixed_precision_agrees_with_float32_on_the_shipped_model(shared_image_paths):
-    """The project's own model with its shipped thresholds at the sa1b preset, trimmed for a CPU:
+    """The project's own model at the sa1b preset with permissive thresholds, trimmed for a CPU:
     one crop layer (5 crops instead of the paper's 21) and a 16x16 grid instead of 32x32 (float16
     decoding is slow on a CPU).
 
@@ -51,9 +51,7 @@ def test_mixed_precision_agrees_with_float32_on_the_shipped_model(shared_image_p
     """
     photo = np.asarray(Image.open(next(p for p in shared_image_paths if p.name == "picture1.jpg")).convert("RGB"))
     model = load_sam("sae_tiny", "sae_tiny")
-    settings = MaskGeneratorSettings.preset(
-        "sa1b", points_per_side=16, crop_n_layers=1, **bundled_generator_overrides("sae_tiny")
-    )
+    settings = MaskGeneratorSettings.preset("sa1b", points_per_side=16, crop_n_layers=1, **PERMISSIVE)
     reference = MaskGenerator(model, settings).generate(photo)
     fast = MaskGenerator(model, settings, FAST).generate(photo)
     assert len(reference) >= 300
