@@ -148,7 +148,7 @@ def single_point_miou(predictor: SamPredictor, images: Iterable[GroundTruthImage
 
 
 def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]) -> ProposalScores:
-    """AR@10/100/1000 of the generator's masks against the ground truth, via COCOeval."""
+    """AR@10/100/1000 of the generator's masks against the ground truth (COCOeval), and their precision at IoU 0.5."""
     gt_images, gt_annotations, detections = [], [], []
     matched = 0  # proposals covering a ground-truth mask at IoU >= 0.5
     for item in images:
