@@ -32,9 +32,9 @@ job: $(STAMP)
 
 # The shipped sae_tiny model: the three masks for a point on the dog, and automatic masks of every photo.
 demo: $(STAMP)
-	$(PY) -m sam_core.demo --image $(SHARED_IMAGES)/dog.jpg --out $(DEMO_OUT)/dog_point.png
+	$(PY) -m tools.demo --image $(SHARED_IMAGES)/dog.jpg --out $(DEMO_OUT)/dog_point.png
 	for photo in $(SHARED_IMAGES)/*.jpg; do \
-		$(PY) -m sam_core.demo --automatic --image $$photo --out $(DEMO_OUT)/$$(basename $$photo .jpg)_automatic.png || exit 1; \
+		$(PY) -m tools.demo --automatic --image $$photo --out $(DEMO_OUT)/$$(basename $$photo .jpg)_automatic.png || exit 1; \
 	done
 
 # pytest exits 5 when it collects no test; make then fails, as it should.

@@ -41,7 +41,8 @@ from pycocotools.coco import COCO
 from analysis.accumulators import StratifiedSample
 from analysis.release_index import DEFAULT_BATCH_ROWS, SIZE_LABELS, ReleaseIndex, relative_size, size_class
 from analysis.rle import rle_runs
-from curation.release import ReleaseError, image_key, iter_shard
+from curation.records import image_file_name
+from curation.release import ReleaseError, iter_shard
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def export_audit(
             header = item.record["image"]
             if (header["width"], header["height"]) != (row["width"], row["height"]):
                 raise ReleaseError(f"image {image_id}: the shard and the images index disagree on its size")
-            file_name = f"{image_key(image_id)}.jpg"
+            file_name = image_file_name(image_id)
             (out / IMAGES_DIR / file_name).write_bytes(item.image_bytes)
             records[image_id] = item.record
             if not missing:
@@ -195,7 +196,7 @@ def export_audit(
         header = records[image_id]["image"]
         image = {
             "id": image_id,
-            "file_name": f"{image_key(image_id)}.jpg",
+            "file_name": image_file_name(image_id),
             "width": header["width"],
             "height": header["height"],
             "shard": shard_of[image_id],

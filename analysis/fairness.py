@@ -175,7 +175,7 @@ def _with_progress(samples: Iterator[PersonSample], n_images: int, n_masks: int)
 
 def main(argv: list[str] | None = None) -> int:
     from sam_core.checkpoints import CheckpointError, load_sam
-    from sam_core.config import PRESETS
+    from sam_core.modeling.config import PRESETS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--miap-boxes", required=True, action="append", help="MIAP box CSV (repeat for several)")

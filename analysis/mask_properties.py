@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from pycocotools.coco import COCO
 from analysis.accumulators import Histogram, Histogram2D, StratifiedSample, pair_key
 from analysis.release_index import SIZE_LABELS, ReleaseIndex, relative_size, size_class
 from analysis.rle import concavity_of_runs, rle_runs
+from sam_core.console import stderr_line
 
 MASKS_PER_IMAGE_EDGES = (0, 11, 51, 101, 201)
 MASKS_PER_IMAGE_LABELS = ("0-10", "11-50", "51-100", "101-200", ">200")
@@ -148,16 +148,12 @@ class MaskPropertyAccumulator:
         )
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def summarize_release(
     index: ReleaseIndex,
     name: str = "release",
     concavity_sample: int = DEFAULT_CONCAVITY_SAMPLE,
     seed: int = 0,
-    progress: Callable[[str], None] | None = _stderr,
+    progress: Callable[[str], None] | None = stderr_line,
 ) -> MaskProperties:
     """Mask properties of a release, streaming its indexes (memory bounded by one batch)."""
     acc = MaskPropertyAccumulator(name, concavity_sample, seed)
@@ -204,7 +200,7 @@ def summarize_coco(
     name: str,
     concavity_sample: int = DEFAULT_CONCAVITY_SAMPLE,
     seed: int = 0,
-    progress: Callable[[str], None] | None = _stderr,
+    progress: Callable[[str], None] | None = stderr_line,
 ) -> MaskProperties:
     """Mask properties of a COCO-format annotation file (polygons or RLE; crowd regions skipped)."""
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress

@@ -39,6 +39,7 @@ from analysis.mask_properties import (
     summarize_release,
 )
 from analysis.release_index import ReleaseIndex
+from sam_core.console import stderr_line
 
 REPORT = "index.html"
 COLLAPSE_ROWS = 15
@@ -114,10 +115,6 @@ img {{ max-width: 100%; }}
         return path
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _overview(page: _Page, index: ReleaseIndex) -> None:
     manifest = index.manifest
     summary = manifest.get("summary", {})
@@ -137,9 +134,9 @@ def _overview(page: _Page, index: ReleaseIndex) -> None:
 
 
 def _mask_properties(page: _Page, request: ReportRequest, index: ReleaseIndex) -> None:
-    datasets = [summarize_release(index, request.name, request.concavity_sample, request.seed, _log)]
+    datasets = [summarize_release(index, request.name, request.concavity_sample, request.seed, stderr_line)]
     for name, path in request.compare:
-        datasets.append(summarize_coco(path, name, request.concavity_sample, request.seed, _log))
+        datasets.append(summarize_coco(path, name, request.concavity_sample, request.seed, stderr_line))
     page.heading("Mask properties")
     if request.compare:
         page.text(f"Compared with: {', '.join(f'{n} ({p})' for n, p in request.compare)}.")
@@ -264,7 +261,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ReportRequest:
 def main(argv: Sequence[str] | None = None) -> int:
     request = parse_args(argv)
     path = build_report(request)
-    _log(f"report: {path}")
+    stderr_line(f"report: {path}")
     return 0
 
 

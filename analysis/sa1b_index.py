@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from curation.release import PROGRESS, ReleaseError, ReleaseWriter, ShardSummary, iter_shard, shard_uris
+from sam_core.console import stderr_line
 
 _TAR_STEM = re.compile(r"[A-Za-z0-9_.-]+")
 CARD = """# SA-1B index
@@ -31,15 +32,11 @@ and {n_masks} mask rows from {n_tars} tars.
 """
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def index_tars(
     tars: str,
     out: str,
     storage_options: dict[str, Any] | None = None,
-    progress: Callable[[str], None] | None = _stderr,
+    progress: Callable[[str], None] | None = stderr_line,
 ) -> dict[str, Any]:
     """Index every *.tar under `tars` into `out`; returns the manifest. `storage_options` serve both."""
     writer = ReleaseWriter(out, storage_options)
@@ -81,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ReleaseError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    _stderr(f"sa1b_index: {manifest['n_images']:,} images, {manifest['n_masks']:,} masks -> {args.out}")
+    stderr_line(f"sa1b_index: {manifest['n_images']:,} images, {manifest['n_masks']:,} masks -> {args.out}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Peak memory of automatic mask generation on a 1500x2250 image with the `sa1b` preset (CPU).
 
-    python benchmarks/amg_memory.py [--model tiny] [--image ../shared/data/images/dog.jpg]
+    python -m benchmarks.amg_memory [--model tiny] [--image ../shared/data/images/dog.jpg]
 
 Each run happens in a fresh child process; the figure is that process's peak resident set size
 (ru_maxrss), next to its size once the model is loaded and the image decoded. Runs: ours at the
@@ -23,9 +23,9 @@ def _run(model: str, image_path: str, implementation: str, lowered: bool, queue:
     from segment_anything import SamAutomaticMaskGenerator
 
     from benchmarks.amg_speed import LOWERED, MODELS
-    from sam_core.amg_settings import MaskGeneratorSettings
-    from sam_core.mask_generator import MaskGenerator
-    from sam_core.testing import official_generator_kwargs, paired_models
+    from parity.models import official_generator_kwargs, paired_models
+    from sam_core.amg.generator import MaskGenerator
+    from sam_core.amg.settings import MaskGeneratorSettings
 
     torch.set_grad_enabled(False)
     image = np.asarray(Image.open(image_path).convert("RGB").resize((2250, 1500)))

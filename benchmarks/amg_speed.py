@@ -1,9 +1,9 @@
 """Automatic mask generation: ours vs the public SamAutomaticMaskGenerator in one process.
 
-    python benchmarks/amg_speed.py                               # CPU, small model, shared photos
-    python benchmarks/amg_speed.py --model vit_h --device cuda   # GPU
+    python -m benchmarks.amg_speed                               # CPU, small model, shared photos
+    python -m benchmarks.amg_speed --model vit_h --device cuda   # GPU
 
-Same weights (seeded random, with speckled masks: see sam_core.testing.paired_models), same
+Same weights (seeded random, with speckled masks: see parity.models.paired_models), same
 images, same settings, alternating the two implementations per image. For each setting: seconds
 per image of each, the ratio, masks per image, agreement (share of masks matched one-to-one at
 mask IoU >= 0.95 both ways, predicted IoU within 1e-3) and, on CUDA, peak GPU memory. Random
@@ -25,11 +25,11 @@ import torch
 from PIL import Image
 from segment_anything import SamAutomaticMaskGenerator
 
-from sam_core.agreement import compare_records
-from sam_core.amg_settings import MaskGeneratorSettings
-from sam_core.config import SamConfig
-from sam_core.mask_generator import MaskGenerator
-from sam_core.testing import TINY, official_generator_kwargs, paired_models
+from parity.agreement import compare_records
+from parity.models import TINY, official_generator_kwargs, paired_models
+from sam_core.amg.generator import MaskGenerator
+from sam_core.amg.settings import MaskGeneratorSettings
+from sam_core.modeling.config import SamConfig
 
 MODELS = {"tiny": TINY, "vit_b": SamConfig.preset("vit_b"), "vit_h": SamConfig.preset("vit_h")}
 LOWERED = {

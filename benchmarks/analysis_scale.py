@@ -1,6 +1,6 @@
 """Mask-property summary of a release's Parquet index: time and peak memory at 1M and 10M masks.
 
-    python benchmarks/analysis_scale.py [--sizes 1000000,10000000] [--work out/bench/analysis]
+    python -m benchmarks.analysis_scale [--sizes 1000000,10000000] [--work out/bench/analysis]
 
 For each size a release index is generated once (cached under --work): images of 1500x2250 px
 (SA-1B's size) with 100 masks each, 1000 images per index file as the job writes them per shard.

@@ -1,6 +1,6 @@
 """Near-duplicate removal once the signatures exist: time and memory at 100k and 1M images.
 
-    python benchmarks/dedup_scale.py [--sizes 100000,1000000] [--duplicates 0.05] [--max-distance 9]
+    python -m benchmarks.dedup_scale [--sizes 100000,1000000] [--duplicates 0.05] [--max-distance 9]
 
 Signatures are synthetic and seeded: uniformly random 64-bit hashes, of which a `--duplicates` share are
 overwritten with copies of other rows with 0 to max-distance bits flipped (planted near-duplicate

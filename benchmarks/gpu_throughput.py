@@ -1,11 +1,11 @@
 """Throughput of automatic mask generation on a GPU: our fast path vs the public generator, one run.
 
-    python benchmarks/gpu_throughput.py                      # CUDA: vit_h, 1500x2250, sa1b and official
-    python benchmarks/gpu_throughput.py --compile            # the same with a compiled image encoder
-    python benchmarks/gpu_throughput.py --model tiny --device cpu --images 2 --size 375x563 \\
+    python -m benchmarks.gpu_throughput                      # CUDA: vit_h, 1500x2250, sa1b and official
+    python -m benchmarks.gpu_throughput --compile            # the same with a compiled image encoder
+    python -m benchmarks.gpu_throughput --model tiny --device cpu --images 2 --size 375x563 \\
         --reference-images 1 --official-images 1             # a smoke run of this script on a CPU
 
-Weights are seeded random (`sam_core.testing.paired_models`, std 0.02 with speckled masks), the
+Weights are seeded random (`parity.models.paired_models`, std 0.02 with speckled masks), the
 same in ours and in the public `segment_anything` model. Images are the shared photos, resized
 and centre-cropped to --size (SA-1B's 1500x2250 by default), cycled to --images.
 
@@ -50,15 +50,15 @@ from segment_anything import SamAutomaticMaskGenerator
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from sam_core.agreement import compare_records
-from sam_core.amg_settings import MaskGeneratorSettings
-from sam_core.config import SamConfig
-from sam_core.crops import crop_boxes, layer_point_grids
+from parity.agreement import compare_records
+from parity.models import TINY, official_generator_kwargs, paired_models
+from sam_core.amg.cleanup import finish_records
+from sam_core.amg.crops import crop_boxes, layer_point_grids
+from sam_core.amg.generator import MaskGenerator
+from sam_core.amg.settings import MaskGeneratorSettings
 from sam_core.inference import PRECISIONS, InferenceOptions
-from sam_core.mask_generator import MaskGenerator
-from sam_core.record_cleanup import finish_records
-from sam_core.sam import Sam
-from sam_core.testing import TINY, official_generator_kwargs, paired_models
+from sam_core.modeling.config import SamConfig
+from sam_core.modeling.sam import Sam
 
 MODELS = {"tiny": TINY, "vit_b": SamConfig.preset("vit_b"), "vit_h": SamConfig.preset("vit_h")}
 STAGES = ("amg.encode", "amg.decode", "amg.filter", "amg.nms", "amg.render", "amg.cleanup")

@@ -1,6 +1,6 @@
 """The whole Ray job (`pipelines/amg.py`) against the bare mask generator, in one run.
 
-    python benchmarks/pipeline_overhead.py [--images 48] [--memory-runs 200,2000]
+    python -m benchmarks.pipeline_overhead [--images 48] [--memory-runs 200,2000]
 
 1. Throughput: the same photos (../shared's and scikit-image's, `--long-side` px) go through the bare
    `MaskGenerator` in this process with one torch thread, and through the job with an embedded
@@ -114,9 +114,9 @@ def bare_rate(paths: list[Path], generator_overrides: dict, preset: str) -> tupl
     import torch
 
     from curation.images import decode_image
-    from sam_core.amg_settings import MaskGeneratorSettings
+    from sam_core.amg.generator import MaskGenerator
+    from sam_core.amg.settings import MaskGeneratorSettings
     from sam_core.checkpoints import bundled_generator_overrides, load_sam
-    from sam_core.mask_generator import MaskGenerator
 
     torch.set_num_threads(1)
     settings = MaskGeneratorSettings.preset(

@@ -1,7 +1,7 @@
 """Prompted prediction: ours vs the public segment_anything, same weights, same process.
 
-    python benchmarks/predictor_speed.py --model vit_h --device cuda
-    python benchmarks/predictor_speed.py --model vit_b --device cpu --repeats 1
+    python -m benchmarks.predictor_speed --model vit_h --device cuda
+    python -m benchmarks.predictor_speed --model vit_b --device cpu --repeats 1
 
 Prints, per implementation and precision: image-embedding seconds (mean of --repeats after one
 warm-up), seconds to decode a batch of --prompts box prompts to full-size masks, peak GPU memory,
@@ -20,9 +20,9 @@ import segment_anything
 import torch
 from PIL import Image
 
+from parity.models import build_official
 from sam_core import SamPredictor, build_sam
-from sam_core.config import PRESETS, SamConfig
-from sam_core.testing import build_official
+from sam_core.modeling.config import PRESETS, SamConfig
 
 
 def _sync(device: str) -> None:

@@ -81,6 +81,14 @@ class FilterResult:
     image_dropped_by: str = ""
     reason: str = ""
 
+    def tallies(self) -> dict[str, int]:
+        """This image's part of the shard tallies: masks removed per filter (MASKS_REMOVED + name)
+        and, when an image filter dropped it, one image removed (IMAGES_REMOVED + name)."""
+        counts = {MASKS_REMOVED + name: n for name, n in self.masks_removed.items()}
+        if self.image_dropped_by:
+            counts[IMAGES_REMOVED + self.image_dropped_by] = 1
+        return counts
+
 
 MaskTest = Callable[[Annotation, float, QualityFilters], bool]
 """(annotation, image area in pixels, filters) -> True when the mask stays."""

@@ -1,4 +1,5 @@
-"""The input plan of a job: which images to process, in a fixed order, each with its image id.
+"""The input plan of a job: which images to process, in a fixed order, each with its image id;
+and reading one input, with a failure that says at which stage it failed.
 
 Inputs are either a glob / folder on any fsspec filesystem, or a manifest (Parquet or CSV)
 with a `uri` column and optional metadata columns (country, lat, lon, ...) that travel into the
@@ -10,22 +11,50 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import fsspec
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from curation.images import ImageDecodeError
+from curation.records import STANDARD_IMAGE_FIELDS
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MANIFEST_EXTENSIONS = (".parquet", ".csv")
 PLAN_SCHEMA = pa.schema([("image_id", pa.int64()), ("uri", pa.string()), ("metadata", pa.string())])
 """One row per input; `metadata` is a JSON object (possibly empty) of the manifest's other columns."""
-_RESERVED = ("image_id", "width", "height", "file_name")
 
 
 class InputError(ValueError):
     """An input specification that names no images or cannot be read as a manifest."""
+
+
+class InputFailure(Exception):
+    """One input that cannot be used: `stage` is "read" (storage) or "decode" (its bytes)."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage, self.reason = stage, reason
+
+
+Decoded = TypeVar("Decoded")
+
+
+def read_input(uri: str, storage_options: dict[str, Any], decode: Callable[[bytes], Decoded]) -> Decoded:
+    """`decode` of the bytes at `uri`; InputFailure("read", ...) for any storage error, and
+    InputFailure("decode", ...) when `decode` raises ImageDecodeError."""
+    try:
+        with fsspec.open(uri, "rb", **storage_options) as f:
+            data = f.read()
+    except Exception as error:
+        raise InputFailure("read", f"{type(error).__name__}: {error}") from error
+    try:
+        return decode(data)
+    except ImageDecodeError as error:
+        raise InputFailure("decode", str(error)) from error
 
 
 def plan_inputs(uri: str, storage_options: dict[str, Any] | None = None, first_id: int = 0) -> pa.Table:
@@ -68,7 +97,7 @@ def _read_manifest(uri: str, options: dict[str, Any]) -> tuple[list[str], list[s
         raise InputError(f"cannot read input manifest {uri}: {error}") from error
     if "uri" not in table.column_names:
         raise InputError(f"input manifest {uri} has no 'uri' column (columns: {', '.join(table.column_names)})")
-    clashing = sorted(set(table.column_names) & set(_RESERVED))
+    clashing = sorted(set(table.column_names) & set(STANDARD_IMAGE_FIELDS))
     if clashing:
         raise InputError(f"input manifest {uri}: columns {clashing} are reserved for the image record")
     rows = table.to_pylist()

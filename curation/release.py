@@ -29,11 +29,12 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.records import STANDARD_IMAGE_FIELDS, image_key
+
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"
 CARD = "DATASET_CARD.md"
 MAX_MEMBER_BYTES = 256 << 20  # a single image or JSON larger than this in a shard is refused
-_STANDARD_IMAGE_FIELDS = ("image_id", "width", "height", "file_name")
 
 MASK_SCHEMA = pa.schema(
     [
@@ -94,11 +95,6 @@ class ShardCommit:
 
 def shard_name(index: int) -> str:
     return f"sa_{index:06d}"
-
-
-def image_key(image_id: int) -> str:
-    """The file stem of an image in shards: `sa_<id>` as in SA-1B."""
-    return f"sa_{image_id}"
 
 
 class _HashingWriter:
@@ -270,8 +266,8 @@ def _image_table(records: Sequence[dict[str, Any]], shard: str) -> pa.Table:
     rows = []
     for record in records:
         image = record["image"]
-        row = {field: image[field] for field in _STANDARD_IMAGE_FIELDS}
-        row.update({k: v for k, v in image.items() if k not in _STANDARD_IMAGE_FIELDS})
+        row = {field: image[field] for field in STANDARD_IMAGE_FIELDS}
+        row.update({k: v for k, v in image.items() if k not in STANDARD_IMAGE_FIELDS})
         row.update(shard=shard, n_masks=len(record["annotations"]))
         rows.append(row)
     return pa.Table.from_pylist(rows)

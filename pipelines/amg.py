@@ -22,7 +22,6 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -38,9 +37,9 @@ from curation.job_plan import PlanMismatchError, load_or_create_plan
 from curation.release import ReleaseWriter, ShardCommit, read_manifest
 from pipelines.amg_config import JobConfig, build_parser, config_from_args, with_gpus
 from pipelines.amg_stages import MaskStage, load_images, make_records, write_shard
-from pipelines.ray_session import connect
-from sam_core.checkpoints import CheckpointError, bundled_checkpoint, fetch_checkpoint, file_sha256
-from sam_core.config import SamConfig
+from pipelines.job import run_job
+from sam_core.checkpoints import CheckpointError, checkpoint_or_shipped, fetch_checkpoint, file_sha256
+from sam_core.console import stderr_logger
 
 if TYPE_CHECKING:
     import ray.data
@@ -59,19 +58,13 @@ class JobError(RuntimeError):
     """The job cannot finish the release; the message says what to do."""
 
 
-def log(message: str) -> None:
-    print(f"[amg] {message}", file=sys.stderr, flush=True)
+log = stderr_logger("amg")
 
 
 def resolve_checkpoint(config: JobConfig) -> tuple[str | None, str]:
     """(the checkpoint the actors load, its sha256; "" for random weights)."""
-    source = config.checkpoint
-    if source is None and bundled_checkpoint(config.model) is not None:
-        source = config.model
-    if source is None:
-        log(f"no checkpoint: {config.model} keeps random weights, so its masks mean nothing")
-        return None, ""
-    return source, file_sha256(fetch_checkpoint(source))
+    source = checkpoint_or_shipped(config.model, config.checkpoint, log)
+    return source, file_sha256(fetch_checkpoint(source)) if source is not None else ""
 
 
 def pending_inputs(plan: pa.Table, commits: list[ShardCommit]) -> pa.Table:
@@ -92,7 +85,6 @@ def build_dataset(
     import ray.data
 
     settings = config.generator_settings()
-    model_long_side = SamConfig.preset(config.model).image_size * 2**settings.crop_n_layers
     block_rows = max(PLAN_BLOCK_ROWS, -(-rows.num_rows // MAX_PLAN_BLOCKS))
     uris = rows["uri"].to_pylist()
     rows = rows.append_column("stage", pa.array(["dedup" if u in dropped else "" for u in uris])).append_column(
@@ -108,12 +100,8 @@ def build_dataset(
             num_cpus=LOADER_CPUS,
             fn_kwargs={
                 "storage_options": config.storage_options,
-                "deidentify": config.blur_faces_and_plates,
-                "release_short_side": config.release_short_side,
-                "model_long_side": model_long_side,
-                "jpeg_quality": config.jpeg_quality,
-                "min_side": config.min_side,
-                "max_pixels": config.max_pixels,
+                "policy": config.release_policy(),
+                "model_long_side": config.model_long_side(),
             },
         )
         # Streaming (no all-to-all): blocks of one model batch each, so that every actor call's
@@ -130,8 +118,8 @@ def build_dataset(
                 "model": config.model,
                 "checkpoint": checkpoint,
                 "checkpoint_sha256": checkpoint_sha256,
-                "settings": asdict(settings),
-                "options": asdict(config.inference_options()),
+                "settings": settings,
+                "options": config.inference_options(),
                 "device": config.device,
             },
         )
@@ -139,7 +127,7 @@ def build_dataset(
             make_records,
             batch_size=config.batch_size,
             batch_format="numpy",
-            fn_kwargs={"settings": asdict(settings), "filters": config.quality_filters().active()},
+            fn_kwargs={"settings": settings, "filters": config.quality_filters()},
         )
         .map_batches(
             write_shard,
@@ -256,23 +244,16 @@ def finish(
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(__doc__)
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except (ValueError, OSError) as error:
-        parser.error(str(error))
-    connect(config.ray_address, log)
+def run_on_cluster(config: JobConfig) -> dict[str, Any]:
+    """`run` with the model actors' GPUs decided by the connected cluster's."""
     import ray
 
-    config = with_gpus(config, ray.cluster_resources().get("GPU", 0.0))
-    try:
-        run(config)
-    except (InputError, PlanMismatchError, CheckpointError, DedupTableError, JobError) as error:
-        log(f"error: {error}")
-        return 2
-    return 0
+    return run(with_gpus(config, ray.cluster_resources().get("GPU", 0.0)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    known = (InputError, PlanMismatchError, CheckpointError, DedupTableError, JobError)
+    return run_job(build_parser(__doc__), argv, config_from_args, run_on_cluster, known, log)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,13 @@ import yaml
 
 from curation.filters import QualityFilters
 from curation.images import MAX_PIXELS, MIN_SIDE
-from sam_core.amg_settings import PRESETS as GENERATOR_PRESETS
-from sam_core.amg_settings import MaskGeneratorSettings
+from curation.release_images import ReleaseImagePolicy
+from sam_core.amg.crops import useful_long_side
+from sam_core.amg.settings import PRESETS as GENERATOR_PRESETS
+from sam_core.amg.settings import MaskGeneratorSettings
 from sam_core.checkpoints import bundled_generator_overrides
-from sam_core.config import PRESETS as MODEL_PRESETS
 from sam_core.inference import InferenceOptions, Precision
+from sam_core.modeling.config import PRESETS as MODEL_PRESETS
 
 GENERATOR_FLAGS = ("points_per_side", "points_per_batch", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh")
 
@@ -118,6 +120,15 @@ class JobConfig:
         shipped = bundled_generator_overrides(self.model) if self.checkpoint is None else {}
         overrides = {**shipped, **self.generator}
         return MaskGeneratorSettings.preset(self.preset, **overrides)
+
+    def release_policy(self) -> ReleaseImagePolicy:
+        return ReleaseImagePolicy(
+            self.release_short_side, self.jpeg_quality, self.blur_faces_and_plates, self.min_side, self.max_pixels
+        )
+
+    def model_long_side(self) -> int:
+        """The longest side of the image the model actors get: what the crop layout can use."""
+        return useful_long_side(MODEL_PRESETS[self.model].image_size, self.generator_settings().crop_n_layers)
 
     def inference_options(self) -> InferenceOptions:
         return InferenceOptions(self.encoder_precision, self.decoder_precision, self.compile, self.encoder_batch_size)

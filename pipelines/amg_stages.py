@@ -1,46 +1,52 @@
-"""The stages of the automatic-mask job, as callables for Ray Data's `map_batches`.
+"""The stages of the automatic-mask job, as callables for Ray Data's `map_batches`: column
+plumbing around `curation` (release images, records, filters) and `sam_core` (the generator).
 
 Batches are dicts of numpy arrays (Ray Data's "numpy" format). Every row that enters a stage
 leaves it: a row that fails carries `stage` and `error` from then on and passes the later
 stages untouched, so it reaches the writer and the failures table, never the void.
 
-    load_images   (CPU tasks)   uri -> source bytes, sha256, decoded image at the model size,
-                                and the release JPEG (faces and licence plates blurred when asked)
+    load_images   (CPU tasks)   uri -> source sha256 and size, the image at the model size, and
+                                the release JPEG (`curation.release_images.prepare_image`)
     MaskStage     (actor pool)  images at the model size -> SA-1B mask proposals (JSON)
-    make_records  (CPU tasks)   proposals cleaned up (small regions, coverage), moved to the
-                                release size, quality filters applied -> the SA-1B record (JSON)
+    make_records  (CPU tasks)   proposals finished (clean-up, coverage) at the release size,
+                                quality filters applied -> the SA-1B record (JSON) and tallies
     write_shard   (CPU tasks)   a batch of records -> one committed shard of the release
 
 Rows that the dedup table drops enter with stage "dedup" already set, so they are never read.
+Each stage takes its settings as the typed, frozen objects the job built once.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 
-from curation.deidentify import Deidentifier
-from curation.filters import IMAGES_REMOVED, MASKS_REMOVED, QualityFilters, apply_filters
-from curation.images import ImageDecodeError, decode_image, encode_jpeg, fit_long_side, fit_short_side, resize_image
-from curation.records import image_entry, rescale_annotations
+from curation.filters import QualityFilters, apply_filters
+from curation.inputs import InputFailure, read_input
+from curation.records import image_entry
 from curation.release import ReleaseImage, ReleaseWriter
-from sam_core.amg_settings import MaskGeneratorSettings
+from curation.release_images import (
+    BLURRED_KINDS,
+    PreparedImage,
+    ReleaseImagePolicy,
+    blur_tallies,
+    prepare_image,
+    provenance_fields,
+)
+from sam_core.amg import MaskGenerator, MaskGeneratorSettings
+from sam_core.amg.cleanup import finish_records
 from sam_core.checkpoints import load_sam
 from sam_core.inference import InferenceOptions
-from sam_core.mask_generator import MaskGenerator
-from sam_core.record_cleanup import finish_records
 
 Batch = dict[str, np.ndarray]
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
 """Stands in for the pixels of a row that failed (Ray's tensor columns need an array in every row)."""
+_SIZES = ("source_size", "release_size")
 
 
 def _objects(values: list[Any]) -> np.ndarray:
@@ -62,91 +68,39 @@ def _replace_column(batch: Batch, old: str, new: str, values: list[Any], stages:
     }
 
 
-@dataclass(frozen=True)
-class _Loaded:
-    """One input after the load stage; sizes are (height, width), (0, 0) when it failed."""
-
-    stage: str = ""
-    error: str = ""
-    sha256: str = ""
-    source_size: tuple[int, int] = (0, 0)
-    release_size: tuple[int, int] = (0, 0)
-    model_size: tuple[int, int] = (0, 0)
-    model_image: np.ndarray = field(default_factory=lambda: _NO_IMAGE)
-    release_jpeg: bytes = b""
-    blurred: dict[str, int] = field(default_factory=dict)
-    """Regions blurred in the release image, by kind ("face", "plate")."""
-
-
-@functools.cache
-def _deidentifier() -> Deidentifier:
-    """One detector per worker process (loading the cascades takes a moment)."""
-    return Deidentifier()
-
-
-def _load_one(
-    uri: str,
-    storage_options: dict[str, Any],
-    deidentify: bool,
-    release_short_side: int,
-    model_long_side: int,
-    jpeg_quality: int,
-    min_side: int,
-    max_pixels: int,
-) -> _Loaded:
-    try:
-        with fsspec.open(uri, "rb", **storage_options) as f:
-            data = f.read()
-    except Exception as error:  # noqa: BLE001 - any storage error is this input's failure, with its reason
-        return _Loaded(stage="read", error=f"{type(error).__name__}: {error}")
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        source = decode_image(data, max_pixels=max_pixels, min_side=min_side)
-    except ImageDecodeError as error:
-        return _Loaded(stage="decode", error=str(error), sha256=digest)
-    size = source.shape[:2]
-    release = fit_short_side(size, release_short_side)
-    model = fit_long_side(size, max(max(release), model_long_side))
-    image = resize_image(source, model)
-    released, blurred = resize_image(image, release), Counter[str]()
-    if deidentify:
-        released, regions = _deidentifier()(released)
-        blurred.update(region.kind for region in regions)
-    jpeg = encode_jpeg(released, jpeg_quality)
-    return _Loaded("", "", digest, size, release, model, image, jpeg, dict(blurred))
-
-
-def load_images(batch: Batch, storage_options: dict[str, Any], deidentify: bool, **sizes_and_limits: int) -> Batch:
-    """Adds sha256, source_size, release_size, model_size (height, width), model_image,
-    release_jpeg, blurred_faces and blurred_plates (regions blurred in the release JPEG when
-    `deidentify`); a row whose bytes cannot be read or decoded gets stage "read" or "decode".
-
-    `sizes_and_limits`: release_short_side, model_long_side, jpeg_quality, min_side, max_pixels.
-    The model image keeps what the crops need: its longer side is the larger of the release
-    image's and `model_long_side` (the model's input side times the crop layers' subdivisions),
-    never more than the source's.
-    """
-    loaded = [
-        _Loaded(stage=stage, error=error)
-        if stage
-        else _load_one(str(uri), storage_options, deidentify, **sizes_and_limits)
-        for uri, stage, error in zip(batch["uri"], batch["stage"], batch["error"])
-    ]
-    n = len(loaded)
+def load_images(
+    batch: Batch, storage_options: dict[str, Any], policy: ReleaseImagePolicy, model_long_side: int
+) -> Batch:
+    """Adds sha256, source_size, release_size (height, width), model_image,
+    release_jpeg, blurred_faces and blurred_plates (see `prepare_image`; `model_long_side`: the
+    longest side the crop layout needs); a row whose bytes cannot be read or decoded gets stage
+    "read" or "decode"."""
+    prepare = partial(prepare_image, policy=policy, model_long_side=model_long_side)
+    stages, errors = list(batch["stage"]), list(batch["error"])
+    prepared: list[PreparedImage | None] = []
+    for i, uri in enumerate(batch["uri"]):
+        image = None
+        if not stages[i]:
+            try:
+                image = read_input(str(uri), storage_options, prepare)
+            except InputFailure as failure:
+                stages[i], errors[i] = failure.stage, failure.reason
+        prepared.append(image)
+    n = len(prepared)
     return {
         **batch,
-        "stage": np.array([r.stage for r in loaded], dtype=object),
-        "error": np.array([r.error for r in loaded], dtype=object),
-        "sha256": np.array([r.sha256 for r in loaded], dtype=object),
+        "stage": np.array(stages, dtype=object),
+        "error": np.array(errors, dtype=object),
+        "sha256": np.array([p.sha256 if p else "" for p in prepared], dtype=object),
         **{
-            key: np.array([getattr(r, key) for r in loaded], dtype=np.int64).reshape(n, 2)
-            for key in ("source_size", "release_size", "model_size")
+            key: np.array([getattr(p, key) if p else (0, 0) for p in prepared], dtype=np.int64).reshape(n, 2)
+            for key in _SIZES
         },
-        "model_image": _objects([r.model_image for r in loaded]),
-        "release_jpeg": np.array([r.release_jpeg for r in loaded], dtype=object),
+        "model_image": _objects([p.model_image if p else _NO_IMAGE for p in prepared]),
+        "release_jpeg": np.array([p.release_jpeg if p else b"" for p in prepared], dtype=object),
         **{
-            f"blurred_{kind}s": np.array([r.blurred.get(kind, 0) for r in loaded], dtype=np.int64)
-            for kind in ("face", "plate")
+            f"blurred_{kind}s": np.array([p.blurred[kind] if p else 0 for p in prepared], dtype=np.int64)
+            for kind in BLURRED_KINDS
         },
     }
 
@@ -165,14 +119,14 @@ class MaskStage:
         model: str,
         checkpoint: str | None,
         checkpoint_sha256: str,
-        settings: dict[str, Any],
-        options: dict[str, Any],
+        settings: MaskGeneratorSettings,
+        options: InferenceOptions,
         device: str,
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         sam = load_sam(model, checkpoint, expected_sha256=checkpoint_sha256 or None).to(device)
-        self.generator = MaskGenerator(sam, MaskGeneratorSettings(**settings), InferenceOptions(**options))
+        self.generator = MaskGenerator(sam, settings, options)
 
     def __call__(self, batch: Batch) -> Batch:
         stages, errors = list(batch["stage"]), list(batch["error"])
@@ -190,68 +144,57 @@ class MaskStage:
         return _replace_column(batch, "model_image", "annotations", annotations, stages, errors)
 
 
-def make_records(batch: Batch, settings: dict[str, Any], filters: dict[str, Any]) -> Batch:
+def make_records(batch: Batch, settings: MaskGeneratorSettings, filters: QualityFilters) -> Batch:
     """Replaces `annotations` by `record`: the SA-1B JSON at the release size, after the mask
-    generator's clean-up and coverage filter (`settings`: MaskGeneratorSettings fields) and the
-    quality `filters` (QualityFilters fields), with the source URI, its sha256 and size, the regions
-    blurred, and the input's metadata in the image entry. Adds `masks_removed` (JSON: masks each
-    filter removed); an image an image filter drops gets stage "filter" with the reason."""
-    generator, quality = MaskGeneratorSettings(**settings), QualityFilters(**filters)
-    records, removed, stages, errors = [], [], list(batch["stage"]), list(batch["error"])
+    generator's clean-up and coverage filter and the quality `filters`, with the provenance and
+    the input's metadata in the image entry. Adds `tallies` (JSON: masks and images each filter
+    removed, regions blurred); an image an image filter drops gets stage "filter" with the reason."""
+    records, tallies, stages, errors = [], [], list(batch["stage"]), list(batch["error"])
     for i in range(len(batch["uri"])):
         record, counts = "", {}
         if not stages[i]:
             try:
-                record, counts, stages[i], errors[i] = _record(batch, i, generator, quality)
+                record, counts, stages[i], errors[i] = _record(batch, i, settings, filters)
             except Exception as error:  # noqa: BLE001 - recorded as this image's failure
                 stages[i], errors[i] = "record", f"{type(error).__name__}: {error}"
         records.append(record)
-        removed.append(json.dumps(counts))
+        tallies.append(json.dumps(counts))
     out = _replace_column(batch, "annotations", "record", records, stages, errors)
-    return {**out, "masks_removed": np.array(removed, dtype=object)}
+    return {**out, "tallies": np.array(tallies, dtype=object)}
 
 
 def _record(
-    batch: Batch, i: int, generator: MaskGeneratorSettings, quality: QualityFilters
+    batch: Batch, i: int, settings: MaskGeneratorSettings, filters: QualityFilters
 ) -> tuple[str, dict[str, int], str, str]:
-    """(record JSON, masks removed per filter, stage, error) of row `i`; stage "filter" when an
-    image filter drops the image (the record is then "")."""
+    """(record JSON, tallies, stage, error) of row `i`; stage "filter" when an image filter drops
+    the image (the record is then "")."""
     release_size = tuple(int(v) for v in batch["release_size"][i])
-    model_size = tuple(int(v) for v in batch["model_size"][i])
-    finished = finish_records(json.loads(batch["annotations"][i]), generator)
-    annotations = rescale_annotations(finished, model_size, release_size)
-    kept = apply_filters(annotations, release_size, quality)
+    annotations = finish_records(json.loads(batch["annotations"][i]), settings, size=release_size)
+    kept = apply_filters(annotations, release_size, filters)
     if kept.image_dropped_by:
-        return "", kept.masks_removed, "filter", f"{kept.image_dropped_by}: {kept.reason}"
-    source_h, source_w = (int(v) for v in batch["source_size"][i])
+        return "", kept.tallies(), "filter", f"{kept.image_dropped_by}: {kept.reason}"
+    blurred = {kind: int(batch[f"blurred_{kind}s"][i]) for kind in BLURRED_KINDS}
+    source_size = tuple(int(v) for v in batch["source_size"][i])
     extra = {
-        "source": str(batch["uri"][i]),
-        "source_sha256": str(batch["sha256"][i]),
-        "source_width": source_w,
-        "source_height": source_h,
-        "blurred_faces": int(batch["blurred_faces"][i]),
-        "blurred_plates": int(batch["blurred_plates"][i]),
+        **provenance_fields(str(batch["uri"][i]), str(batch["sha256"][i]), source_size, blurred),
         **json.loads(batch["metadata"][i]),
     }
     entry = image_entry(int(batch["image_id"][i]), release_size, extra)
     record = json.dumps({"image": entry, "annotations": kept.annotations}, separators=(",", ":"))
-    return record, kept.masks_removed, "", ""
+    return record, {**kept.tallies(), **blur_tallies(blurred)}, "", ""
 
 
 def write_shard(batch: Batch, output: str, storage_options: dict[str, Any]) -> Batch:
-    """Commits the batch as one shard named after its smallest image id, with its curation
-    tallies (masks and images removed per filter, faces and plates blurred); returns one
-    row (shard, n_images, n_masks, n_failed, bytes) for the driver's progress and summary."""
+    """Commits the batch as one shard named after its smallest image id, with its summed curation
+    tallies; returns one row (shard, n_images, n_masks, n_failed, bytes) for the driver's
+    progress and summary."""
     images, failures, tallies = [], [], Counter[str]()
     for i in range(len(batch["uri"])):
-        image_id = int(batch["image_id"][i])
-        tallies.update({MASKS_REMOVED + k: v for k, v in json.loads(batch["masks_removed"][i]).items()})
-        if batch["stage"][i] == "filter":
-            tallies[IMAGES_REMOVED + str(batch["error"][i]).split(":", 1)[0]] += 1
+        tallies.update(json.loads(batch["tallies"][i]))
         if batch["stage"][i]:
             failures.append(
                 {
-                    "image_id": image_id,
+                    "image_id": int(batch["image_id"][i]),
                     "uri": str(batch["uri"][i]),
                     "stage": batch["stage"][i],
                     "error": batch["error"][i],
@@ -259,10 +202,6 @@ def write_shard(batch: Batch, output: str, storage_options: dict[str, Any]) -> B
             )
         else:
             images.append(ReleaseImage(json.loads(batch["record"][i]), bytes(batch["release_jpeg"][i])))
-            faces, plates = int(batch["blurred_faces"][i]), int(batch["blurred_plates"][i])
-            tallies.update(
-                {"blurred_faces": faces, "blurred_plates": plates, "images_blurred": int(faces + plates > 0)}
-            )
     writer = ReleaseWriter(output, storage_options)
     commit = writer.commit_shard(int(np.min(batch["image_id"])), images, failures, dict(tallies))
     return {

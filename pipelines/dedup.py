@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from typing import Any
 
 import fsspec
@@ -30,16 +31,16 @@ if __package__ in (None, ""):  # run as a script (`python pipelines/dedup.py`): 
 
 from curation.dedup import DEFAULT_MAX_DISTANCE, HASH_BYTES, MAX_SEARCH_DISTANCE, decide, signature_from_bytes
 from curation.dedup_table import dedup_table_bytes
-from curation.images import MAX_PIXELS, MIN_SIDE, ImageDecodeError
-from curation.inputs import InputError, plan_inputs
-from pipelines.ray_session import connect
+from curation.images import MAX_PIXELS, MIN_SIDE
+from curation.inputs import InputError, InputFailure, plan_inputs, read_input
+from pipelines.job import run_job
+from sam_core.console import stderr_logger
 
 BLOCK_ROWS = 64
 PROGRESS_EVERY_SECONDS = 10.0
 
 
-def log(message: str) -> None:
-    print(f"[dedup] {message}", file=sys.stderr, flush=True)
+log = stderr_logger("dedup")
 
 
 def compute_signatures(batch: dict[str, np.ndarray], storage_options: dict[str, Any], **limits: int) -> dict:
@@ -48,15 +49,13 @@ def compute_signatures(batch: dict[str, np.ndarray], storage_options: dict[str, 
     hashes = np.zeros((len(batch["uri"]), HASH_BYTES), np.uint8)
     pixels = np.zeros(len(batch["uri"]), np.int64)
     errors = []
+    signature = partial(signature_from_bytes, **limits)
     for i, uri in enumerate(batch["uri"]):
         error = ""
         try:
-            with fsspec.open(str(uri), "rb", **storage_options) as f:
-                hashes[i], pixels[i] = signature_from_bytes(f.read(), **limits)
-        except ImageDecodeError as failure:
-            error = f"decode: {failure}"
-        except Exception as failure:  # noqa: BLE001 - any storage error is this input's, with its reason
-            error = f"read: {type(failure).__name__}: {failure}"
+            hashes[i], pixels[i] = read_input(str(uri), storage_options, signature)
+        except InputFailure as failure:
+            error = str(failure)
         errors.append(error)
     return {"uri": batch["uri"], "hash": hashes, "pixels": pixels, "error": np.array(errors, dtype=object)}
 
@@ -125,18 +124,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def checked_args(args: argparse.Namespace) -> argparse.Namespace:
     if not 0 <= args.max_distance <= MAX_SEARCH_DISTANCE:
-        parser.error(f"--max-distance must lie in 0..{MAX_SEARCH_DISTANCE}, got {args.max_distance}")
-    connect(args.ray_address, log)
-    try:
-        run(args)
-    except InputError as error:
-        log(f"error: {error}")
-        return 2
-    return 0
+        raise ValueError(f"--max-distance must lie in 0..{MAX_SEARCH_DISTANCE}, got {args.max_distance}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(build_parser(), argv, checked_args, run, (InputError,), log)
 
 
 if __name__ == "__main__":

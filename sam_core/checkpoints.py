@@ -11,14 +11,15 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from sam_core.config import SamConfig
-from sam_core.image_encoder import resample_offset_table, resample_position_grid
-from sam_core.sam import Sam
+from sam_core.modeling.config import SamConfig
+from sam_core.modeling.image_encoder import resample_offset_table, resample_position_grid
+from sam_core.modeling.sam import Sam
 
 _CHUNK = 8 << 20
 _LISTED = 10  # keys named in an error message before "... and N more"
@@ -74,6 +75,17 @@ def bundled_checkpoint(model_type: str) -> Path | None:
     if len(found) > 1:
         raise CheckpointError(f"more than one bundled checkpoint for {model_type}: {[p.name for p in found]}")
     return found[0] if found else None
+
+
+def checkpoint_or_shipped(model_type: str, checkpoint: str | None, log: Callable[[str], None]) -> str | None:
+    """`checkpoint` when given, else `model_type` when its weights ship with the package (load_sam
+    then takes them), else None: the model keeps random weights, and `log` is told that its
+    masks mean nothing."""
+    if checkpoint is None and bundled_checkpoint(model_type) is not None:
+        return model_type
+    if checkpoint is None:
+        log(f"no checkpoint: {model_type} keeps random weights, so its masks mean nothing")
+    return checkpoint
 
 
 def default_cache_dir() -> Path:

@@ -107,6 +107,23 @@ def encode_rles(masks: torch.Tensor) -> list[dict[str, Any]]:
     return rles
 
 
+def annotation_fields(masks: torch.Tensor) -> list[dict[str, Any]]:
+    """The mask fields of SA-1B annotations for NxHxW bool masks: "segmentation" (COCO RLE),
+    "bbox" (XYWH, `record_bbox`'s convention) and "area" (pixels)."""
+    boxes = masks_to_boxes(masks).tolist()
+    areas = masks.sum(dim=(1, 2), dtype=torch.int64).tolist()
+    return [
+        {"segmentation": rle, "bbox": record_bbox(box), "area": int(area)}
+        for rle, box, area in zip(encode_rles(masks), boxes, areas)
+    ]
+
+
+def resample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxW bool to the (height, width) `size`: a pixel is in the mask when at least half of its area is."""
+    coverage = cv2.resize(mask.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return coverage >= 0.5
+
+
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """A COCO RLE (compressed, counts as str or bytes) to an HxW bool mask."""
     return coco_mask.decode(_coco_ready(rle)).astype(bool)

@@ -11,8 +11,8 @@ import torch
 
 from sam_core.image import as_rgb_uint8
 from sam_core.inference import autocast
-from sam_core.sam import Sam
-from sam_core.transforms import scale_boxes, scale_coords
+from sam_core.modeling.sam import Sam
+from sam_core.modeling.transforms import scale_boxes, scale_coords
 
 _VALID_LABELS = (-1, 0, 1)
 

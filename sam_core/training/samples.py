@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from sam_core.mask_ops import decode_rle
-from sam_core.transforms import resize_longest_side
+from sam_core.modeling.transforms import resize_longest_side
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sam_core.inference import PRECISIONS, autocast
-from sam_core.sam import Sam
+from sam_core.modeling.sam import Sam
 from sam_core.training.losses import dice_loss, focal_loss, mask_iou
 from sam_core.training.prompts import correction_points, first_points, noisy_boxes
 from sam_core.training.samples import Batch, TrainingImage, make_batch

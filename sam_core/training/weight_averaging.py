@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from sam_core.checkpoints import load_sam
-from sam_core.config import SamConfig
-from sam_core.sam import Sam
+from sam_core.modeling.config import SamConfig
+from sam_core.modeling.sam import Sam
 
 
 def average_checkpoints(config: SamConfig | str, checkpoints: Sequence[str | Path]) -> Sam:

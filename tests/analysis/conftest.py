@@ -128,9 +128,9 @@ def fairness_masks_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     given made-up MIAP-style attributes: what `python -m analysis.fairness` writes."""
     from analysis.fairness import per_mask_ious
     from analysis.interactive import PersonSample
-    from curation.scenes import generate_scene
     from sam_core.checkpoints import load_sam
     from sam_core.predictor import SamPredictor
+    from synthetic.scenes import generate_scene
 
     samples = []
     for index in range(2):

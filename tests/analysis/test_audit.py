@@ -21,7 +21,7 @@ from analysis.accumulators import seeded_hash
 from analysis.audit import AuditInputError, export_audit, main, sample_images, score_audit
 from analysis.release_index import ReleaseIndex
 from curation.release import iter_release
-from curation.scene_release import write_scene_release
+from synthetic.scene_release import write_scene_release
 
 # --- helpers ------------------------------------------------------------------------------------
 

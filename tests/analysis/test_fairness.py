@@ -14,9 +14,9 @@ from PIL import Image
 
 from analysis.fairness import bootstrap_ci, evaluate_groups, main, per_mask_ious, summarize_groups
 from analysis.interactive import PersonSample
-from curation.scenes import generate_scene
 from sam_core.checkpoints import load_sam
 from sam_core.predictor import SamPredictor
+from synthetic.scenes import generate_scene
 
 
 def test_bootstrap_interval_matches_the_normal_approximation() -> None:

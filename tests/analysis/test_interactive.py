@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from analysis.interactive import first_click, mask_iou, next_click, simulate
-from curation.scenes import generate_scene
 from sam_core.checkpoints import load_sam
 from sam_core.predictor import Prediction, SamPredictor
+from synthetic.scenes import generate_scene
 
 
 def square(size: int, top: int, left: int, side: int, shape: tuple[int, int] = (64, 64)) -> np.ndarray:

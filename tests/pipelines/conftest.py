@@ -8,7 +8,6 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 
-from curation.scene_release import write_scene_release
 from tests.image_zoo import BAD_FILES_AND_REASONS, awkward_files, bad_files, photo_files, write_files
 
 FAST_GENERATOR = {"points_per_side": 8, "crop_n_layers": 1}
@@ -41,14 +40,3 @@ def zoo(tmp_path_factory, shared_image_paths) -> dict:
 
 def released_names(records: list[dict]) -> list[str]:
     return sorted(Path(r["image"]["source"]).name for r in records)
-
-
-SCENE_COUNT = 3
-
-
-@pytest.fixture(scope="session")
-def scene_release(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A release of SCENE_COUNT generated scenes with ground-truth masks, for training and evaluation."""
-    prefix = str(tmp_path_factory.mktemp("scenes") / "release")
-    write_scene_release(prefix, count=SCENE_COUNT, seed=9, shard_size=SCENE_COUNT, first_id=0, workers=1)
-    return prefix

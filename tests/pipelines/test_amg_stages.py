@@ -1,14 +1,15 @@
 """The job's stages called directly, without Ray, on real photos and a zoo of bad files."""
 
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from curation.filters import QualityFilters
 from curation.inputs import plan_inputs
 from curation.release import iter_release
+from curation.release_images import ReleaseImagePolicy
 from pipelines.amg_config import JobConfig
 from pipelines.amg_stages import MaskStage, load_images, make_records, write_shard
 from sam_core.checkpoints import bundled_checkpoint, file_sha256
@@ -24,22 +25,14 @@ def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path)
     batch["image_id"] = np.array(plan["image_id"])
     batch["stage"], batch["error"] = np.array([""] * n, dtype=object), np.array([""] * n, dtype=object)
 
-    loaded = load_images(
-        batch,
-        {},
-        deidentify=False,
-        release_short_side=160,
-        model_long_side=320,
-        jpeg_quality=90,
-        min_side=32,
-        max_pixels=10**8,
-    )
+    policy = ReleaseImagePolicy(short_side=160, jpeg_quality=90, deidentify=False, min_side=32, max_pixels=10**8)
+    loaded = load_images(batch, {}, policy, model_long_side=320)
     sha = file_sha256(bundled_checkpoint("sae_tiny"))
-    settings = asdict(config.generator_settings())
-    stage = MaskStage("sae_tiny", "sae_tiny", sha, settings, asdict(config.inference_options()), "cpu")
+    settings = config.generator_settings()
+    stage = MaskStage("sae_tiny", "sae_tiny", sha, settings, config.inference_options(), "cpu")
     masked = stage(loaded)
     assert "model_image" not in masked
-    summary = write_shard(make_records(masked, settings, filters={}), config.output, {})
+    summary = write_shard(make_records(masked, settings, QualityFilters()), config.output, {})
 
     records = [item.record for item in iter_release(str(tmp_path / "out" / "shards"))]
     assert released_names(records) == zoo["released"]
@@ -64,8 +57,7 @@ def test_an_image_the_generator_refuses_fails_alone(shared_image_paths):
     """The batch is proposed together; when one image makes that raise, the others still get masks."""
     config = JobConfig(input="unused", output="unused", generator=FAST_GENERATOR)
     sha = file_sha256(bundled_checkpoint("sae_tiny"))
-    settings = asdict(config.generator_settings())
-    stage = MaskStage("sae_tiny", "sae_tiny", sha, settings, asdict(config.inference_options()), "cpu")
+    stage = MaskStage("sae_tiny", "sae_tiny", sha, config.generator_settings(), config.inference_options(), "cpu")
     photos = [np.asarray(Image.open(p).convert("RGB").resize((320, 240))) for p in shared_image_paths[:2]]
     refused = np.full((64, 64, 3), 7.5, dtype=np.float32)  # float images must lie in [0, 1]
     column = np.empty(3, dtype=object)

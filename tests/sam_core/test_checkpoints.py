@@ -11,10 +11,10 @@ import fsspec
 import pytest
 import torch
 
+from parity.models import TINY, randomize
 from sam_core import OFFICIAL_CHECKPOINTS, CheckpointError, load_sam
 from sam_core.checkpoints import fetch_checkpoint, file_sha256, resample_position_tables
-from sam_core.sam import Sam
-from sam_core.testing import TINY, randomize
+from sam_core.modeling.sam import Sam
 
 
 def test_registry_names_the_three_official_files():

@@ -1,7 +1,7 @@
 import pytest
 
 from sam_core import SamConfig
-from sam_core.config import PRESETS
+from sam_core.modeling.config import PRESETS
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from curation.scenes import generate_scene
-from sam_core.evaluation import GroundTruthImage, low_res_round_trip_iou, proposal_recall
+from parity.models import TINY
 from sam_core.mask_ops import encode_rles
-from sam_core.sam import build_sam
-from sam_core.testing import TINY
+from sam_core.modeling.sam import build_sam
+from sam_core.training.evaluation import GroundTruthImage, low_res_round_trip_iou, proposal_recall
+from synthetic.scenes import generate_scene
 
 
 class _KnownProposals:

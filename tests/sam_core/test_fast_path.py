@@ -9,15 +9,15 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from sam_core.agreement import compare_records
-from sam_core.amg_settings import MaskGeneratorSettings
+from parity.agreement import compare_records
+from parity.models import FLOW, PERMISSIVE, TINY, random_model
+from sam_core.amg.cleanup import finish_records
+from sam_core.amg.generator import MaskGenerator
+from sam_core.amg.settings import MaskGeneratorSettings
 from sam_core.checkpoints import load_sam
-from sam_core.config import SamConfig
 from sam_core.inference import InferenceOptions
-from sam_core.mask_generator import MaskGenerator
 from sam_core.mask_ops import encode_rles
-from sam_core.record_cleanup import finish_records
-from sam_core.testing import FLOW, PERMISSIVE, TINY, random_model
+from sam_core.modeling.config import SamConfig
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from segment_anything import SamAutomaticMaskGenerator
 
-from sam_core.agreement import compare_records
-from sam_core.amg_settings import MaskGeneratorSettings
-from sam_core.mask_generator import MaskGenerator
-from sam_core.testing import FLOW, SHARED_GENERATOR_SETTINGS, TINY, paired_models
+from parity.agreement import compare_records
+from parity.models import FLOW, SHARED_GENERATOR_SETTINGS, TINY, paired_models
+from sam_core.amg.generator import MaskGenerator
+from sam_core.amg.settings import MaskGeneratorSettings
 
 CASES = {
     "grid": FLOW,

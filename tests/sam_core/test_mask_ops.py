@@ -5,7 +5,7 @@ import pytest
 import torch
 from segment_anything.utils import amg as official
 
-from sam_core.crops import crop_boxes, layer_point_grids
+from sam_core.amg.crops import crop_boxes, layer_point_grids
 from sam_core.mask_ops import masks_to_boxes, near_crop_edge, remove_small_regions, stability_scores
 
 

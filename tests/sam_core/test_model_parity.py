@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from parity.models import TINY, paired_models
 from sam_core import SamConfig
-from sam_core.testing import TINY, paired_models
 
 TOLERANCE = 1e-4
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from segment_anything import SamPredictor as OfficialPredictor
 
+from parity.models import TINY, paired_models
 from sam_core import SamPredictor
-from sam_core.testing import TINY, paired_models
 
 
 @pytest.fixture(scope="module")

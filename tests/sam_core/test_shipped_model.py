@@ -8,15 +8,15 @@ import pytest
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything import SamPredictor as OfficialPredictor
 
-from curation.scenes import generate_scene
-from sam_core.agreement import compare_records
-from sam_core.amg_settings import MaskGeneratorSettings
+from parity.agreement import compare_records
+from parity.models import PERMISSIVE, build_official
+from sam_core.amg.generator import MaskGenerator
+from sam_core.amg.settings import MaskGeneratorSettings
 from sam_core.checkpoints import bundled_checkpoint, bundled_generator_overrides, load_sam, read_state_dict
-from sam_core.config import SamConfig
-from sam_core.evaluation import PROPOSAL_SETTINGS, GroundTruthImage, proposal_recall, single_point_miou
-from sam_core.mask_generator import MaskGenerator
+from sam_core.modeling.config import SamConfig
 from sam_core.predictor import SamPredictor
-from sam_core.testing import PERMISSIVE, build_official
+from sam_core.training.evaluation import PROPOSAL_SETTINGS, GroundTruthImage, proposal_recall, single_point_miou
+from synthetic.scenes import generate_scene
 
 # Held-out scenes: a seed the shipped model never saw in training (it trained on seed 1).
 HELD_OUT_SEED = 2

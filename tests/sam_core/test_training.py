@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from curation.scenes import generate_scene
 from sam_core.checkpoints import load_sam
-from sam_core.config import SamConfig
 from sam_core.mask_ops import encode_rles
-from sam_core.sam import Sam
+from sam_core.modeling.config import SamConfig
+from sam_core.modeling.sam import Sam
 from sam_core.training import Trainer, TrainSettings, prepare_training_image, save_weights
 from sam_core.training.losses import dice_loss, focal_loss, mask_iou
 from sam_core.training.prompts import correction_points, noisy_boxes, sample_pixels
+from synthetic.scenes import generate_scene
 
 # Small enough that a CPU takes a fraction of a second per step.
 MICRO = SamConfig(
@@ -126,7 +126,7 @@ def test_bad_settings_are_refused(changes, message):
 
 
 def test_saved_weights_carry_their_checksum_and_load_in_both_implementations(tmp_path):
-    from sam_core.testing import build_official
+    from parity.models import build_official
 
     torch.manual_seed(2)
     model = Sam(MICRO)

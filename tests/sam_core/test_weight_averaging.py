@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sam_core.checkpoints import CheckpointError, load_sam
-from sam_core.config import SamConfig
-from sam_core.sam import Sam
+from sam_core.modeling.config import SamConfig
+from sam_core.modeling.sam import Sam
 from sam_core.training import average_checkpoints, save_weights
 
 SMALL = SamConfig.preset("sae_tiny", 64)

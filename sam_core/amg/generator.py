@@ -1,0 +1,274 @@
+"""Automatic mask generation: SAM prompted with point grids over the image and its crops.
+
+The crops of every image given (the whole image first) are cut from the original image and
+embedded `encoder_batch_size` at a time. Each crop's grid points are decoded `points_per_batch`
+at a time and filtered as cheaply as possible: by predicted IoU on the low-resolution output,
+then only the survivors are brought to full resolution, `upsample_batch` masks at a time, for
+the stability score, their boxes and the crop-edge test. Candidates stay on the model's device
+as low-resolution logits with boxes and scores; box NMS runs there within each crop, then
+across crops (smaller crops win). Only the masks that survive NMS are upsampled a second time,
+placed in the image's frame and run-length encoded, so a GPU sends the host run lengths, not
+masks. The optional small-region clean-up and the coverage filter (`finish_records`) work on
+the records on the CPU; a pipeline may run them in a separate CPU stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch.profiler import record_function
+
+from sam_core.amg.cleanup import finish_records
+from sam_core.amg.crops import CropBox, crop_boxes, layer_point_grids
+from sam_core.amg.settings import MaskGeneratorSettings
+from sam_core.image import as_rgb_uint8
+from sam_core.inference import InferenceOptions, autocast
+from sam_core.mask_ops import (
+    box_nms,
+    encode_rles,
+    masks_to_boxes,
+    near_crop_edge,
+    record_bbox,
+    stability_scores,
+)
+from sam_core.modeling.sam import Sam
+from sam_core.modeling.transforms import scale_coords
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """Masks kept so far, all on the model's device, as rows of equal length N.
+
+    low_res: NxLxL float32 logits of the model's low-resolution output (L = 4 x embedding grid);
+    boxes: Nx4 int64 XYXY (inclusive max) and points: Nx2 float64 (x, y), both in the image
+    frame; iou, stability: N float32; crop: N int64 index into the image's crop list.
+    """
+
+    low_res: torch.Tensor
+    boxes: torch.Tensor
+    iou: torch.Tensor
+    stability: torch.Tensor
+    points: torch.Tensor
+    crop: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.iou)
+
+    def select(self, keep: torch.Tensor) -> _Candidates:
+        """The candidates at indices `keep` (int64), in that order."""
+        return _Candidates(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+    @staticmethod
+    def concat(parts: list[_Candidates]) -> _Candidates:
+        """The rows of `parts` (at least one) in order."""
+        return _Candidates(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(_Candidates)))
+
+
+class MaskGenerator:
+    """SA-1B-style automatic masks for whole images.
+
+    `generate(image)` returns SA-1B annotation records:
+    {"id", "segmentation": {"size": [H, W], "counts": str} (COCO RLE), "bbox": [x, y, w, h],
+    "area", "predicted_iou", "stability_score", "crop_box": [x, y, w, h], "point_coords": [[x, y]]}.
+    Boxes follow the public generator: x, y of the first mask pixel, w, h = last - first pixel.
+    `options` choose precision, compilation and the encoder batch (see `InferenceOptions`).
+    """
+
+    def __init__(
+        self, model: Sam, settings: MaskGeneratorSettings | None = None, options: InferenceOptions | None = None
+    ) -> None:
+        self.model = model.eval()
+        self.settings = settings or MaskGeneratorSettings()
+        self.options = options or InferenceOptions()
+        self.encoder_dtype = self.options.encoder_dtype(model.device)
+        self.decoder_dtype = self.options.decoder_dtype(model.device)
+        self._encoder = torch.compile(model.image_encoder) if self.options.compile else model.image_encoder
+        s = self.settings
+        self._grids = layer_point_grids(s.points_per_side, s.crop_n_layers, s.crop_n_points_downscale_factor)
+
+    def generate(self, image: np.ndarray, with_masks: bool = False) -> list[dict[str, Any]]:
+        """Records for an HxW / HxWxC image (see `as_rgb_uint8`); `with_masks` adds "mask": HxW bool."""
+        return self.generate_batch([image], with_masks)[0]
+
+    def generate_batch(self, images: Sequence[np.ndarray], with_masks: bool = False) -> list[list[dict[str, Any]]]:
+        """Records for each image; the crops of all of them share encoder batches."""
+        return [finish_records(found, self.settings, with_masks) for found in self.propose(images)]
+
+    @torch.inference_mode()
+    def propose(self, images: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
+        """Records of each image before the clean-up and coverage filter of `finish_records`."""
+        s = self.settings
+        rgb = [as_rgb_uint8(image) for image in images]
+        crops = [crop_boxes(image.shape[:2], s.crop_n_layers, s.crop_overlap_ratio) for image in rgb]
+        jobs = [(n, i) for n, boxes in enumerate(crops) for i, crop in enumerate(boxes) if crop.area > 0]
+        found: list[list[_Candidates]] = [[] for _ in rgb]
+        input_sizes: list[dict[int, tuple[int, int]]] = [{} for _ in rgb]
+        step = self.options.encoder_batch_size
+        for start in range(0, len(jobs), step):
+            chunk = jobs[start : start + step]
+            prepared = [self.model.prepare_image(_cut(rgb[n], crops[n][i])) for n, i in chunk]
+            with record_function("amg.encode"), autocast(self.model.device, self.encoder_dtype):
+                embeddings = self._encoder(torch.cat([model_input for model_input, _ in prepared]))
+            for (n, i), embedding, (_, input_size) in zip(chunk, embeddings, prepared):
+                input_sizes[n][i] = input_size
+                found[n].append(self._process_crop(embedding[None], input_size, crops[n][i], i, rgb[n].shape[:2]))
+        return [
+            self._render(self._across_crops(found[n], crops[n]), crops[n], input_sizes[n], rgb[n].shape[:2])
+            for n in range(len(rgb))
+        ]
+
+    def _process_crop(
+        self,
+        embedding: torch.Tensor,
+        input_size: tuple[int, int],
+        crop: CropBox,
+        crop_index: int,
+        image_size: tuple[int, int],
+    ) -> _Candidates:
+        points = self._grids[crop.layer] * np.array([crop.size[1], crop.size[0]])
+        model_points = scale_coords(points, crop.size, self.model.config.image_size)
+        step = self.settings.points_per_batch
+        found = _Candidates.concat(
+            [
+                self._process_batch(
+                    embedding,
+                    input_size,
+                    points[i : i + step],
+                    model_points[i : i + step],
+                    crop,
+                    crop_index,
+                    image_size,
+                )
+                for i in range(0, len(points), step)
+            ]
+        )
+        with record_function("amg.nms"):
+            return found.select(box_nms(found.boxes, found.iou, self.settings.box_nms_thresh))
+
+    def _process_batch(
+        self,
+        embedding: torch.Tensor,
+        input_size: tuple[int, int],
+        points: np.ndarray,
+        model_points: np.ndarray,
+        crop: CropBox,
+        crop_index: int,
+        image_size: tuple[int, int],
+    ) -> _Candidates:
+        s = self.settings
+        device = self.model.device
+        coords = torch.as_tensor(model_points, dtype=torch.float32, device=device)[:, None]
+        labels = torch.ones((len(points), 1), dtype=torch.int64, device=device)
+        with record_function("amg.decode"), autocast(device, self.decoder_dtype):
+            low_res, iou = self.model.decode(embedding, coords, labels, multimask_output=True)
+        outputs = low_res.shape[1]
+        low_res, iou = low_res.flatten(0, 1).float(), iou.flatten(0, 1).float()
+        keep = (
+            torch.nonzero(iou > s.pred_iou_thresh).flatten()
+            if s.pred_iou_thresh > 0
+            else torch.arange(len(iou), device=device)
+        )
+
+        offset = torch.tensor([crop.x0, crop.y0, crop.x0, crop.y0], device=device)
+        image_box = (0, 0, image_size[1], image_size[0])
+        kept = [keep[:0]]
+        boxes = [torch.zeros((0, 4), dtype=torch.int64, device=device)]
+        stabilities = [torch.zeros(0, device=device)]
+        for start in range(0, len(keep), s.upsample_batch):
+            with record_function("amg.filter"):
+                index = keep[start : start + s.upsample_batch]
+                logits = self.model.postprocess_masks(low_res[index][:, None], input_size, crop.size)[:, 0]
+                stability = stability_scores(logits, s.mask_threshold, s.stability_score_offset)
+                stable = (
+                    stability >= s.stability_score_thresh
+                    if s.stability_score_thresh > 0
+                    else torch.ones_like(stability, dtype=torch.bool)
+                )
+                box = masks_to_boxes(logits[stable] > s.mask_threshold) + offset
+                del logits
+                inside = ~near_crop_edge(box, crop.xyxy, image_box, s.crop_edge_tolerance)
+                kept.append(index[stable][inside])
+                boxes.append(box[inside])
+                stabilities.append(stability[stable][inside])
+        index = torch.cat(kept)
+        grid_points = torch.as_tensor(points + [crop.x0, crop.y0], dtype=torch.float64, device=device)
+        return _Candidates(
+            low_res[index],
+            torch.cat(boxes),
+            iou[index],
+            torch.cat(stabilities),
+            grid_points[index // outputs],
+            torch.full((len(index),), crop_index, dtype=torch.int64, device=device),
+        )
+
+    def _across_crops(self, parts: list[_Candidates], crops: list[CropBox]) -> _Candidates:
+        """The candidates of all crops of an image, after NMS across crops that prefers smaller crops."""
+        found = _Candidates.concat(parts)
+        if len(crops) > 1 and len(found):
+            areas = torch.tensor([float(crop.area) for crop in crops], device=found.crop.device)[found.crop]
+            with record_function("amg.nms"):
+                found = found.select(box_nms(found.boxes, 1.0 / areas, self.settings.crop_nms_thresh))
+        return found
+
+    @record_function("amg.render")
+    def _render(
+        self,
+        found: _Candidates,
+        crops: list[CropBox],
+        input_sizes: dict[int, tuple[int, int]],
+        image_size: tuple[int, int],
+    ) -> list[dict[str, Any]]:
+        """Upsample the surviving masks, crop by crop, into the image's frame; RLE-encode them."""
+        s = self.settings
+        rles: list[dict[str, Any]] = [{}] * len(found)
+        areas = torch.zeros(len(found), dtype=torch.int64)
+        for crop_index in found.crop.unique().tolist():
+            crop = crops[crop_index]
+            members = torch.nonzero(found.crop == crop_index).flatten()
+            for start in range(0, len(members), s.upsample_batch):
+                index = members[start : start + s.upsample_batch]
+                logits = self.model.postprocess_masks(found.low_res[index][:, None], input_sizes[crop_index], crop.size)
+                masks = _in_image_frame(logits[:, 0] > s.mask_threshold, crop, image_size)
+                for i, rle in zip(index.tolist(), encode_rles(masks)):
+                    rles[i] = rle
+                areas[index.cpu()] = masks.sum(dim=(1, 2), dtype=torch.int64).cpu()
+        return _records(found, rles, areas.tolist(), crops)
+
+
+def _cut(image: np.ndarray, crop: CropBox) -> np.ndarray:
+    return image[crop.y0 : crop.y1, crop.x0 : crop.x1]
+
+
+def _in_image_frame(masks: torch.Tensor, crop: CropBox, image_size: tuple[int, int]) -> torch.Tensor:
+    """NxhxW masks of a crop placed in an all-False Nx(H)x(W) image at the crop's position."""
+    if crop.size == image_size:
+        return masks
+    whole = torch.zeros((len(masks), *image_size), dtype=torch.bool, device=masks.device)
+    whole[:, crop.y0 : crop.y1, crop.x0 : crop.x1] = masks
+    return whole
+
+
+def _records(
+    found: _Candidates, rles: list[dict[str, Any]], areas: list[int], crops: list[CropBox]
+) -> list[dict[str, Any]]:
+    boxes, iou, stability = found.boxes.tolist(), found.iou.tolist(), found.stability.tolist()
+    points, crop = found.points.tolist(), found.crop.tolist()
+    records = []
+    for i, rle in enumerate(rles):
+        records.append(
+            {
+                "id": i,
+                "segmentation": rle,
+                "bbox": record_bbox(boxes[i]),
+                "area": areas[i],
+                "predicted_iou": iou[i],
+                "stability_score": stability[i],
+                "crop_box": [float(v) for v in crops[crop[i]].xywh],
+                "point_coords": [points[i]],
+            }
+        )
+    return records

@@ -1,0 +1,1 @@
+"""Generated training scenes with exact instance masks, written as releases."""

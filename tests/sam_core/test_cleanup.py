@@ -1,0 +1,41 @@
+"""The generator's CPU-side finish: records moved to another image size."""
+
+import numpy as np
+import torch
+
+from sam_core.amg import MaskGeneratorSettings
+from sam_core.amg.cleanup import finish_records
+from sam_core.mask_ops import decode_rle, encode_rles
+
+
+def _annotation(mask: np.ndarray) -> dict:
+    return {
+        "id": 7,
+        "segmentation": encode_rles(torch.from_numpy(mask)[None])[0],
+        "bbox": [0.0, 0.0, 0.0, 0.0],
+        "area": int(mask.sum()),
+        "predicted_iou": 0.91,
+        "stability_score": 0.96,
+        "crop_box": [0.0, 0.0, 300.0, 200.0],
+        "point_coords": [[100.0, 50.0]],
+    }
+
+
+def test_annotations_move_to_another_image_size():
+    mask = np.zeros((200, 300), bool)
+    mask[40:120, 60:180] = True  # 80 x 120 px
+    speck = np.zeros((200, 300), bool)
+    speck[0, 0] = True  # a quarter of a release pixel: vanishes
+    settings = MaskGeneratorSettings()
+    moved = finish_records([_annotation(mask), _annotation(speck)], settings, with_masks=True, size=(100, 150))
+    assert len(moved) == 1
+    (ann,) = moved
+    assert ann["id"] == 0 and ann["predicted_iou"] == 0.91
+    assert ann["segmentation"]["size"] == [100, 150]
+    assert decode_rle(ann["segmentation"]).sum() == ann["area"] == 40 * 60
+    assert np.array_equal(ann["mask"], decode_rle(ann["segmentation"]))
+    assert ann["bbox"] == [30.0, 20.0, 59.0, 39.0]
+    assert ann["crop_box"] == [0.0, 0.0, 150.0, 100.0]
+    assert ann["point_coords"] == [[50.0, 25.0]]
+    same = [_annotation(mask)]
+    assert finish_records(same, settings, size=(200, 300)) == [{**same[0], "id": 0}]

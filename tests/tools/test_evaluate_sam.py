@@ -1,0 +1,51 @@
+"""The evaluation command line on a small generated release, with the shipped model."""
+
+import json
+
+import pytest
+
+from sam_core.modeling.config import SamConfig
+from tests.tools.conftest import SCENE_COUNT
+from tools.evaluate_sam import main
+
+
+def test_writes_point_and_proposal_scores_with_crops(scene_release, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    args = ["--release", scene_release, "--points-per-side", "4", "--crop-n-layers", "1", "--json", str(out)]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["proposal_settings"]["crop_n_layers"] == 1
+    point, proposals = result["single_point"], result["proposals"]
+    assert point["n_masks"] == proposals["n_masks"] == sum(point["masks_by_size"].values()) > 0
+    assert 0.0 < point["miou_best"] <= 1.0 and point["miou_top"] <= point["miou_best"]
+    assert 0.0 <= proposals["ar_100"] <= proposals["ar_1000"] <= 1.0
+    assert proposals["n_images"] == SCENE_COUNT and proposals["mean_proposals"] > 0
+    assert 0.0 < proposals["precision_50"] < 1.0
+    assert point["round_trip_by_size"].keys() == point["miou_best_by_size"].keys() == point["masks_by_size"].keys()
+    assert all(0.0 <= v <= 1.0 for v in point["round_trip_by_size"].values())
+    err = capsys.readouterr().err
+    low = SamConfig.preset("sae_tiny").low_res_mask_size
+    assert "best of three by size" in err and f"through the {low}x{low} low-res mask grid" in err
+
+
+def test_runs_the_shipped_weights_at_another_input_size(scene_release, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["--release", scene_release, "--image-size", "320", "--points-per-side", "4", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["image_size"] == 320
+    assert 0.0 < result["single_point"]["miou_best"] <= 1.0
+    assert "through the 80x80 low-res mask grid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--crop-n-layers", "-1"], "crop_n_layers must be >= 0"),
+        (["--image-size", "300"], "image_size 300 is not a multiple of patch_size 16"),
+    ],
+)
+def test_bad_settings_are_a_usage_error(scene_release, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--release", scene_release, *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
