@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -146,14 +147,14 @@ def rate(clock: Clock, images: Sequence[np.ndarray], batch_size: int, run: Calla
     return outputs, len(images) / seconds, peak
 
 
-def matched(a: list[list[dict]], b: list[list[dict]]) -> str:
+def matched(a: list[list[dict]], b: list[list[dict]]) -> tuple[float, float]:
     """Worst per-image shares of a's and of b's masks matched one-to-one at mask IoU >= 0.9."""
     agreements = [compare_records(x, y, iou_threshold=0.9) for x, y in zip(a, b)]
-    return f"{min(g.matched_a for g in agreements):.2%} / {min(g.matched_b for g in agreements):.2%}"
+    return min(g.matched_a for g in agreements), min(g.matched_b for g in agreements)
 
 
-def stage_profile(generator: MaskGenerator, images: Sequence[np.ndarray]) -> None:
-    """Print where one batch of the fast path spends its time, by amg.* stage."""
+def stage_profile(generator: MaskGenerator, images: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Print and return where one batch of the fast path spends its time, by amg.* stage."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if generator.model.device.type == "cuda" else [])
     start = time.perf_counter()
     with profile(activities=activities) as prof:
@@ -164,14 +165,17 @@ def stage_profile(generator: MaskGenerator, images: Sequence[np.ndarray]) -> Non
     events = {event.key: event for event in prof.key_averages() if event.key in STAGES}
     print(f"  profile of one batch of {len(images)} ({wall:.2f} s wall with the profiler on):")
     print(f"    {'stage':<12} {'host s':>8} {'share':>6} {'device s':>9}")
+    rows = []
     for stage in STAGES:
         event = events.get(stage)
         host = event.cpu_time_total / 1e6 if event else 0.0
         device = getattr(event, "device_time_total", 0.0) / 1e6 if event else 0.0
         print(f"    {stage:<12} {host:>8.3f} {host / wall:>6.1%} {device:>9.3f}")
+        rows.append({"stage": stage, "host_s": host, "share_of_wall": host / wall, "device_s": device})
+    return {"images": len(images), "wall_s_profiled": wall, "stages": rows}
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_h", choices=sorted(MODELS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -183,6 +187,7 @@ def main() -> None:
     parser.add_argument("--official-images", type=int, default=4, help="images for the public generator")
     parser.add_argument("--batch-size", type=int, default=4, help="images per call, as a pipeline actor's batch")
     parser.add_argument("--encoder-batch-size", type=int, default=21)
+    parser.add_argument("--points-per-side", type=int, default=None, help="override the presets' 32 (smoke runs)")
     parser.add_argument("--points-per-batch", type=int, default=64, help="prompts per decoder call")
     parser.add_argument("--upsample-batch", type=int, default=16, help="masks upsampled at a time")
     parser.add_argument("--encoder-precision", default="auto", choices=["auto", *PRECISIONS])
@@ -190,7 +195,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the image encoder")
     parser.add_argument("--target-masks", type=int, default=100, help="masks per image the calibration aims at")
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="the device's dense bf16 TFLOP/s")
-    args = parser.parse_args()
+    parser.add_argument("--json", default=None, help="also write every figure and the profile tables here")
+    args = parser.parse_args(argv)
     height, width = (int(n) for n in args.size.split("x"))
     if min(args.images, args.reference_images, args.official_images, args.batch_size) < 1:
         parser.error("--images, --reference-images, --official-images and --batch-size must be >= 1")
@@ -211,8 +217,19 @@ def main() -> None:
         f"{args.batch_size} images per call{', compiled encoder' if args.compile else ''}; "
         f"stability offset {offset:.3g} (half the logits' std)"
     )
-    for preset in args.presets:
-        run_preset(preset, args, clock, images, ours_model, official_model, options, offset)
+    figures = {
+        "settings": vars(args),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "stability_offset": offset,
+        "presets": {
+            preset: run_preset(preset, args, clock, images, ours_model, official_model, options, offset)
+            for preset in args.presets
+        },
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
 
 
 def run_preset(
@@ -224,8 +241,9 @@ def run_preset(
     official_model: torch.nn.Module,
     options: InferenceOptions,
     offset: float,
-) -> None:
-    """Calibrate, time, compare and profile the three implementations on one preset; print the rows."""
+) -> dict[str, Any]:
+    """Calibrate, time, compare and profile the three implementations on one preset; print the rows
+    and return the figures."""
     height, width = images[0].shape[:2]
     base = MaskGeneratorSettings.preset(
         preset,
@@ -235,6 +253,7 @@ def run_preset(
         crop_nms_thresh=1.0,
         points_per_batch=args.points_per_batch,
         upsample_batch=args.upsample_batch,
+        **({"points_per_side": args.points_per_side} if args.points_per_side else {}),
         small_region_mode="public",
         max_mask_coverage=None,
     )
@@ -259,9 +278,11 @@ def run_preset(
     print(f"  {'ours fast, with clean-up':<28} {fast_rate:>9.3f}")
     print(f"  {'ours float32':<28} {reference_rate:>9.3f} {reference_peak:>9.2f}")
     print(f"  {'public float32':<28} {official_rate:>9.3f} {official_peak:>9.2f}")
-    print(f"  masks per image, ours fast: {np.mean([len(r) for r in cleaned]):.1f}")
-    print(f"  matched, fast vs float32 (both ways): {matched(cleaned, ours32)}")
-    print(f"  matched, ours float32 vs public (both ways): {matched(ours32, theirs)}")
+    masks_per_image = float(np.mean([len(r) for r in cleaned]))
+    fast_vs_float32, float32_vs_public = matched(cleaned, ours32), matched(ours32, theirs)
+    print(f"  masks per image, ours fast: {masks_per_image:.1f}")
+    print(f"  matched, fast vs float32 (both ways): {fast_vs_float32[0]:.2%} / {fast_vs_float32[1]:.2%}")
+    print(f"  matched, ours float32 vs public (both ways): {float32_vs_public[0]:.2%} / {float32_vs_public[1]:.2%}")
     print(
         f"  ours fast / public: {fast_rate / official_rate:.1f}x with clean-up, "
         f"{propose_rate / official_rate:.1f}x gpu stage"
@@ -271,7 +292,25 @@ def run_preset(
         f"bound at {args.peak_tflops:.0f} TFLOP/s: {bound:.2f} images/s; "
         f"gpu stage reaches {propose_rate / bound:.1%} of it"
     )
-    stage_profile(fast, images[: args.batch_size])
+    return {
+        "stability_threshold": settings.stability_score_thresh,
+        "calibration_masks": count,
+        "images_per_s": {
+            "ours_fast_gpu_stage": propose_rate,
+            "ours_fast_with_cleanup": fast_rate,
+            "ours_float32": reference_rate,
+            "public_float32": official_rate,
+        },
+        "peak_gib": {"ours_fast": fast_peak, "ours_float32": reference_peak, "public_float32": official_peak},
+        "masks_per_image": masks_per_image,
+        "matched_fast_vs_float32": fast_vs_float32,
+        "matched_float32_vs_public": float32_vs_public,
+        "fast_over_public": {"with_cleanup": fast_rate / official_rate, "gpu_stage": propose_rate / official_rate},
+        "flops_per_image": {"encoder": encoder_flops, "decoder": decoder_flops},
+        "bound_images_per_s": bound,
+        "fraction_of_bound": propose_rate / bound,
+        "profile": stage_profile(fast, images[: args.batch_size]),
+    }
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class Command:
     doc: str
     line: int
     text: str
-    kind: str  # "module" (python -m), "path" (python file.py), "make", or "unparsable"
+    kind: str  # "module" (python -m), "path" (python file.py), "script" (bash file.sh), "make", or "unparsable"
     target: str
     args: tuple[str, ...] = field(default=())
 
@@ -115,7 +115,7 @@ def simple_commands(words: list[str]) -> list[list[str]]:
 
 def starts_with_command(words: list[str]) -> bool:
     rest = [w for w in words if not ASSIGNMENT.fullmatch(w)] or [""]
-    return bool(PYTHON.fullmatch(rest[0])) or rest[0] == "make"
+    return bool(PYTHON.fullmatch(rest[0])) or rest[0] in ("make", "bash")
 
 
 def commands_in(words: list[str], doc: str, line: int, text: str) -> list[Command]:
@@ -125,6 +125,9 @@ def commands_in(words: list[str], doc: str, line: int, text: str) -> list[Comman
         if programs and programs[0] == "make":
             targets = [w for w in programs[1:] if not w.startswith("-") and "=" not in w]
             found.extend(Command(doc, line, text, "make", target) for target in targets)
+            continue
+        if len(programs) >= 2 and programs[0] == "bash" and programs[1].endswith(".sh"):
+            found.append(Command(doc, line, text, "script", programs[1], tuple(programs[2:])))
             continue
         for index, word in enumerate(command):
             if not PYTHON.fullmatch(word):
@@ -170,11 +173,16 @@ def flags(args: tuple[str, ...]) -> list[str]:
 
 
 def module_for(command: Command) -> str:
+    """The module whose --help names the command's flags; a script X.sh hands its flags to the
+    module X.py beside it."""
     if command.kind == "module":
         assert importlib.util.find_spec(command.target) is not None, f"no module {command.target}"
         return command.target
     path = ROOT / command.target
     assert path.is_file(), f"no file {command.target} in the checkout"
+    if command.kind == "script":
+        path = path.with_suffix(".py")
+        assert path.is_file(), f"{command.target} has no module {path.name} beside it to take its flags"
     return ".".join(path.relative_to(ROOT).with_suffix("").parts)
 
 
