@@ -11,6 +11,9 @@ weights pass nothing through the presets' real thresholds, so each preset is als
 lowered thresholds ("... lowered") under which hundreds of masks per image flow, on a 16x16 grid
 by default (speckled masks make the public code's per-mask Python work slow). The `sa1b` rows
 use the public clean-up rule and no coverage filter, which the public generator lacks.
+
+`--min-ratio R` makes it a guard: the exit status is 1 when a row's ratio (public s / ours s) is
+under R or its agreement under 99%, so a change that loses the speed-up does not pass unseen.
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ def main() -> None:
         default=16,
         help="grid of the lowered rows (default 16: speckled masks make the public code slow)",
     )
+    parser.add_argument("--min-ratio", type=float, default=None, help="exit 1 when a row's ratio is below this")
     args = parser.parse_args()
+    failed = []
 
     paths = sorted(glob.glob(args.images))
     if not paths:
@@ -119,6 +124,12 @@ def main() -> None:
             diff = max(diff, agreement.max_iou_score_diff)
         else:
             _report(name, len(images), ours_s, official_s, counts, matched_a, matched_b, diff, peaks)
+            ratio, agreement = official_s / ours_s, min(matched_a + matched_b)
+            if args.min_ratio is not None and (ratio < args.min_ratio or agreement < 0.99):
+                failed.append(f"{name}: {ratio:.2f}x at {agreement:.2%} agreement")
+    if failed:
+        print(f"below --min-ratio {args.min_ratio} (or 99% agreement): {'; '.join(failed)}")
+        raise SystemExit(1)
 
 
 def _report(

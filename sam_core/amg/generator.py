@@ -4,11 +4,12 @@ The crops of every image given (the whole image first) are cut from the original
 embedded `encoder_batch_size` at a time. Each crop's grid points are decoded `points_per_batch`
 at a time and filtered as cheaply as possible: by predicted IoU on the low-resolution output,
 then only the survivors are brought to full resolution, `upsample_batch` masks at a time, for
-the stability score, their boxes and the crop-edge test. Candidates stay on the model's device
-as low-resolution logits with boxes and scores; box NMS runs there within each crop, then
-across crops (smaller crops win). Only the masks that survive NMS are upsampled a second time,
-placed in the image's frame and run-length encoded, so a GPU sends the host run lengths, not
-masks. The optional small-region clean-up and the coverage filter (`finish_records`) work on
+the stability score, their boxes and the crop-edge test. The masks that pass are kept as their
+runs (`mask_ops.mask_runs`: where each mask's column-major pixels change value, found on the
+device), so a GPU sends the host run positions, not masks, and no mask is upsampled twice.
+Scores and boxes stay on the model's device; box NMS runs there within each crop, then across
+crops (smaller crops win). The runs of the masks that survive NMS are moved from their crop into
+the image's frame and compressed to COCO RLE. The optional small-region clean-up and the coverage filter (`finish_records`) work on
 the records on the CPU; a pipeline may run them in a separate CPU stage.
 """
 
@@ -29,10 +30,13 @@ from sam_core.image import as_rgb_uint8
 from sam_core.inference import InferenceOptions, autocast
 from sam_core.mask_ops import (
     box_nms,
-    encode_rles,
+    mask_runs,
     masks_to_boxes,
     near_crop_edge,
     record_bbox,
+    rles_from_runs,
+    runs_area,
+    runs_in_frame,
     stability_scores,
 )
 from sam_core.modeling.sam import Sam
@@ -41,31 +45,36 @@ from sam_core.modeling.transforms import scale_coords
 
 @dataclass(frozen=True)
 class _Candidates:
-    """Masks kept so far, all on the model's device, as rows of equal length N.
+    """Masks kept so far, as rows of equal length N: tensors on the model's device, and the masks
+    themselves on the host as runs.
 
-    low_res: NxLxL float32 logits of the model's low-resolution output (L = 4 x embedding grid);
     boxes: Nx4 int64 XYXY (inclusive max) and points: Nx2 float64 (x, y), both in the image
-    frame; iou, stability: N float32; crop: N int64 index into the image's crop list.
+    frame; iou, stability: N float32; crop: N int64 index into the image's crop list; runs: N
+    int64 arrays, each mask's runs of True in its crop's frame (`mask_ops.mask_runs`).
     """
 
-    low_res: torch.Tensor
     boxes: torch.Tensor
     iou: torch.Tensor
     stability: torch.Tensor
     points: torch.Tensor
     crop: torch.Tensor
+    runs: list[np.ndarray]
 
     def __len__(self) -> int:
         return len(self.iou)
 
     def select(self, keep: torch.Tensor) -> _Candidates:
         """The candidates at indices `keep` (int64), in that order."""
-        return _Candidates(*(getattr(self, f.name)[keep] for f in fields(self)))
+        tensors = (getattr(self, f.name)[keep] for f in fields(self) if f.name != "runs")
+        return _Candidates(*tensors, [self.runs[i] for i in keep.tolist()])
 
     @staticmethod
     def concat(parts: list[_Candidates]) -> _Candidates:
         """The rows of `parts` (at least one) in order."""
-        return _Candidates(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(_Candidates)))
+        names = [f.name for f in fields(_Candidates) if f.name != "runs"]
+        return _Candidates(
+            *(torch.cat([getattr(p, n) for p in parts]) for n in names), [r for p in parts for r in p.runs]
+        )
 
 
 class MaskGenerator:
@@ -106,7 +115,6 @@ class MaskGenerator:
         crops = [crop_boxes(image.shape[:2], s.crop_n_layers, s.crop_overlap_ratio) for image in rgb]
         jobs = [(n, i) for n, boxes in enumerate(crops) for i, crop in enumerate(boxes) if crop.area > 0]
         found: list[list[_Candidates]] = [[] for _ in rgb]
-        input_sizes: list[dict[int, tuple[int, int]]] = [{} for _ in rgb]
         step = self.options.encoder_batch_size
         for start in range(0, len(jobs), step):
             chunk = jobs[start : start + step]
@@ -114,11 +122,9 @@ class MaskGenerator:
             with record_function("amg.encode"), autocast(self.model.device, self.encoder_dtype):
                 embeddings = self._encoder(torch.cat([model_input for model_input, _ in prepared]))
             for (n, i), embedding, (_, input_size) in zip(chunk, embeddings, prepared):
-                input_sizes[n][i] = input_size
                 found[n].append(self._process_crop(embedding[None], input_size, crops[n][i], i, rgb[n].shape[:2]))
         return [
-            self._render(self._across_crops(found[n], crops[n]), crops[n], input_sizes[n], rgb[n].shape[:2])
-            for n in range(len(rgb))
+            self._render(self._across_crops(found[n], crops[n]), crops[n], rgb[n].shape[:2]) for n in range(len(rgb))
         ]
 
     def _process_crop(
@@ -178,6 +184,7 @@ class MaskGenerator:
         kept = [keep[:0]]
         boxes = [torch.zeros((0, 4), dtype=torch.int64, device=device)]
         stabilities = [torch.zeros(0, device=device)]
+        runs: list[np.ndarray] = []
         for start in range(0, len(keep), s.upsample_batch):
             with record_function("amg.filter"):
                 index = keep[start : start + s.upsample_batch]
@@ -188,21 +195,24 @@ class MaskGenerator:
                     if s.stability_score_thresh > 0
                     else torch.ones_like(stability, dtype=torch.bool)
                 )
-                box = masks_to_boxes(logits[stable] > s.mask_threshold) + offset
+                masks = (logits > s.mask_threshold)[stable]  # bytes, not float logits, are copied
                 del logits
+                box = masks_to_boxes(masks) + offset
                 inside = ~near_crop_edge(box, crop.xyxy, image_box, s.crop_edge_tolerance)
                 kept.append(index[stable][inside])
                 boxes.append(box[inside])
                 stabilities.append(stability[stable][inside])
+            with record_function("amg.rle"):
+                runs.extend(mask_runs(masks[inside]))
         index = torch.cat(kept)
         grid_points = torch.as_tensor(points + [crop.x0, crop.y0], dtype=torch.float64, device=device)
         return _Candidates(
-            low_res[index],
             torch.cat(boxes),
             iou[index],
             torch.cat(stabilities),
             grid_points[index // outputs],
             torch.full((len(index),), crop_index, dtype=torch.int64, device=device),
+            runs,
         )
 
     def _across_crops(self, parts: list[_Candidates], crops: list[CropBox]) -> _Candidates:
@@ -215,41 +225,18 @@ class MaskGenerator:
         return found
 
     @record_function("amg.render")
-    def _render(
-        self,
-        found: _Candidates,
-        crops: list[CropBox],
-        input_sizes: dict[int, tuple[int, int]],
-        image_size: tuple[int, int],
-    ) -> list[dict[str, Any]]:
-        """Upsample the surviving masks, crop by crop, into the image's frame; RLE-encode them."""
-        s = self.settings
-        rles: list[dict[str, Any]] = [{}] * len(found)
-        areas = torch.zeros(len(found), dtype=torch.int64)
-        for crop_index in found.crop.unique().tolist():
-            crop = crops[crop_index]
-            members = torch.nonzero(found.crop == crop_index).flatten()
-            for start in range(0, len(members), s.upsample_batch):
-                index = members[start : start + s.upsample_batch]
-                logits = self.model.postprocess_masks(found.low_res[index][:, None], input_sizes[crop_index], crop.size)
-                masks = _in_image_frame(logits[:, 0] > s.mask_threshold, crop, image_size)
-                for i, rle in zip(index.tolist(), encode_rles(masks)):
-                    rles[i] = rle
-                areas[index.cpu()] = masks.sum(dim=(1, 2), dtype=torch.int64).cpu()
-        return _records(found, rles, areas.tolist(), crops)
+    def _render(self, found: _Candidates, crops: list[CropBox], image_size: tuple[int, int]) -> list[dict[str, Any]]:
+        """The surviving masks' runs moved from their crops into the image's frame, RLE-encoded."""
+        crop_of = found.crop.tolist()
+        runs = [
+            runs_in_frame(mask, crops[c].size, (crops[c].x0, crops[c].y0), image_size)
+            for mask, c in zip(found.runs, crop_of)
+        ]
+        return _records(found, rles_from_runs(runs, image_size), [runs_area(r) for r in runs], crops)
 
 
 def _cut(image: np.ndarray, crop: CropBox) -> np.ndarray:
     return image[crop.y0 : crop.y1, crop.x0 : crop.x1]
-
-
-def _in_image_frame(masks: torch.Tensor, crop: CropBox, image_size: tuple[int, int]) -> torch.Tensor:
-    """NxhxW masks of a crop placed in an all-False Nx(H)x(W) image at the crop's position."""
-    if crop.size == image_size:
-        return masks
-    whole = torch.zeros((len(masks), *image_size), dtype=torch.bool, device=masks.device)
-    whole[:, crop.y0 : crop.y1, crop.x0 : crop.x1] = masks
-    return whole
 
 
 def _records(

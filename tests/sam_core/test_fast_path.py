@@ -17,7 +17,7 @@ from sam_core.amg.generator import MaskGenerator
 from sam_core.amg.settings import MaskGeneratorSettings
 from sam_core.checkpoints import load_sam
 from sam_core.inference import InferenceOptions
-from sam_core.mask_ops import encode_rles
+from sam_core.mask_ops import encode_rles, mask_runs, rles_from_runs
 from sam_core.modeling.config import SamConfig
 from sam_core.modeling.sam import Sam
 
@@ -118,10 +118,10 @@ def test_vectorised_rle_equals_pycocotools(kind):
     elif kind == "last pixel on":
         masks[:] = False
         masks[:, -1, -1] = True
-    ours = encode_rles(torch.from_numpy(masks))
     expected = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    assert [r["counts"] for r in ours] == [r["counts"].decode("ascii") for r in expected]
-    assert all(r["size"] == list(shape[1:]) for r in ours)
+    for ours in (rles_from_runs(mask_runs(torch.from_numpy(masks)), shape[1:]), encode_rles(torch.from_numpy(masks))):
+        assert [r["counts"] for r in ours] == [r["counts"].decode("ascii") for r in expected]
+        assert all(r["size"] == list(shape[1:]) for r in ours)
 
 
 def test_inference_options_resolve_and_refuse_nonsense():

@@ -155,3 +155,24 @@ def test_no_surviving_masks_is_an_empty_list(models, photos):
         )
         == []
     )
+
+
+def test_each_candidate_is_upsampled_once(models, photos):
+    """Full-resolution logits are the generator's costliest tensors: a candidate that passes the
+    predicted-IoU filter is upsampled once, for its stability, box and mask, and never again."""
+    model = models[0]
+    settings = MaskGeneratorSettings(**{**FLOW, "points_per_side": 8}, crop_n_layers=1, crop_nms_thresh=1.0)
+    upsampled = []
+    original = model.postprocess_masks
+
+    def counted(low_res, input_size, original_size):
+        upsampled.append(len(low_res))
+        return original(low_res, input_size, original_size)
+
+    model.postprocess_masks = counted
+    try:
+        records = MaskGenerator(model, settings).generate(photos["dog.jpg"])
+    finally:
+        del model.postprocess_masks
+    candidates = 3 * 8 * 8 * (1 + 4)  # 3 outputs per point of an 8x8 grid on 5 crops (the image, a 2x2 layer)
+    assert records and sum(upsampled) == candidates, (sum(upsampled), candidates)

@@ -6,7 +6,17 @@ import torch
 from segment_anything.utils import amg as official
 
 from sam_core.amg.crops import crop_boxes, layer_point_grids
-from sam_core.mask_ops import masks_to_boxes, near_crop_edge, remove_small_regions, stability_scores
+from sam_core.mask_ops import (
+    encode_rles,
+    mask_runs,
+    masks_to_boxes,
+    near_crop_edge,
+    remove_small_regions,
+    rles_from_runs,
+    runs_area,
+    runs_in_frame,
+    stability_scores,
+)
 
 
 @pytest.mark.parametrize("size", [(534, 800), (1500, 2250), (2250, 1500), (8, 8), (1, 1), (100, 37)])
@@ -83,3 +93,26 @@ def test_paper_clean_up_drops_a_mask_whose_largest_island_is_small():
     hole[8:10, 8:10] = False
     filled, changed = remove_small_regions(hole, 10, drop_if_all_small=True)
     assert changed and filled.all()
+
+
+@pytest.mark.parametrize(
+    ("crop_hw", "offset", "frame_hw"),
+    [
+        ((5, 7), (3, 2), (11, 13)),
+        ((11, 4), (6, 0), (11, 13)),
+        ((1, 9), (0, 10), (11, 13)),
+        ((11, 13), (0, 0), (11, 13)),
+    ],
+)
+def test_runs_moved_into_a_frame_equal_the_mask_placed_there(crop_hw, offset, frame_hw):
+    rng = np.random.default_rng(sum(crop_hw) + sum(offset))
+    masks = rng.random((6, *crop_hw)) < 0.5
+    masks[1] = True  # every pixel: runs that span all columns
+    masks[2] = False
+    masks[3, :, 0] = True  # the first column on, runs that cross column ends
+    placed = np.zeros((len(masks), *frame_hw), bool)
+    x0, y0 = offset
+    placed[:, y0 : y0 + crop_hw[0], x0 : x0 + crop_hw[1]] = masks
+    runs = [runs_in_frame(r, crop_hw, offset, frame_hw) for r in mask_runs(torch.from_numpy(masks))]
+    assert rles_from_runs(runs, frame_hw) == encode_rles(torch.from_numpy(placed))
+    assert [runs_area(r) for r in runs] == placed.sum(axis=(1, 2)).tolist()
