@@ -102,8 +102,10 @@ def encode_rles(masks: torch.Tensor) -> list[dict[str, Any]]:
 
 
 def mask_runs(masks: torch.Tensor) -> list[np.ndarray]:
-    """NxHxW bool masks (on any device) to their runs of True: per mask, int64 column-major pixel
-    positions [s0, e0, s1, e1, ...], each run from s (inclusive) to e (exclusive), in order."""
+    """NxHxW bool masks (on any device) to their runs of True: per mask, int32 column-major pixel
+    positions [s0, e0, s1, e1, ...], each run from s (inclusive) to e (exclusive), in order.
+    int32 halves what a generator holds for its candidates; images stay far below 2^31 pixels
+    (`curation.images.MAX_PIXELS` is 10^8)."""
     n, h, w = masks.shape
     if n == 0:
         return []
@@ -114,7 +116,7 @@ def mask_runs(masks: torch.Tensor) -> list[np.ndarray]:
     rows, changes = rows.cpu().numpy(), positions.cpu().numpy() + 1
     runs = []
     for first, last, boundaries in zip(starts_on, last_on, np.split(changes, np.searchsorted(rows, np.arange(1, n)))):
-        runs.append(np.concatenate([[0] if first else [], boundaries, [h * w] if last else []]).astype(np.int64))
+        runs.append(np.concatenate([[0] if first else [], boundaries, [h * w] if last else []]).astype(np.int32))
     return runs
 
 

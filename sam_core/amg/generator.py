@@ -50,7 +50,7 @@ class _Candidates:
 
     boxes: Nx4 int64 XYXY (inclusive max) and points: Nx2 float64 (x, y), both in the image
     frame; iou, stability: N float32; crop: N int64 index into the image's crop list; runs: N
-    int64 arrays, each mask's runs of True in its crop's frame (`mask_ops.mask_runs`).
+    int32 arrays, each mask's runs of True in its crop's frame (`mask_ops.mask_runs`).
     """
 
     boxes: torch.Tensor
