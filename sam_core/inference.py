@@ -15,8 +15,9 @@ almost all of the FLOPs are, and a float16 decoder.
 from __future__ import annotations
 
 import contextlib
+import os
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -31,6 +32,13 @@ def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,9 @@ class InferenceOptions:
     encoder_batch_size: int = 4
     """Crops (of one image or of several) embedded per encoder call; activation memory grows
     linearly with it."""
+    cleanup_threads: int = field(default_factory=usable_cpus)
+    """Masks cleaned up side by side on the CPU in `MaskGenerator.generate` (default: one per
+    CPU this process may use)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -58,8 +69,9 @@ class InferenceOptions:
             )
             if value != "auto" and value not in PRECISIONS
         ]
-        if self.encoder_batch_size < 1:
-            problems.append(f"encoder_batch_size must be >= 1, got {self.encoder_batch_size}")
+        for name in ("encoder_batch_size", "cleanup_threads"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if problems:
             raise ValueError("invalid InferenceOptions: " + "; ".join(problems))
 

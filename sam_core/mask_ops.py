@@ -1,4 +1,4 @@
-"""Operations on candidate masks: stability, boxes, NMS, crop-edge test, RLE, small-region clean-up."""
+"""Operations on candidate masks: stability, boxes, NMS, crop-edge test, RLE, resampling."""
 
 from __future__ import annotations
 
@@ -97,8 +97,12 @@ def encode_rles(masks: torch.Tensor) -> list[dict[str, Any]]:
         return rles_from_runs(mask_runs(masks), (h, w))
     if n == 0:
         return []
-    encoded = coco_mask.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy().view(np.uint8)))
-    return [{"size": [h, w], "counts": rle["counts"].decode("ascii")} for rle in encoded]
+    return _as_text(coco_mask.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy().view(np.uint8))))
+
+
+def _as_text(encoded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pycocotools' RLEs with their counts as str, as JSON and the records hold them."""
+    return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded]
 
 
 def mask_runs(masks: torch.Tensor) -> list[np.ndarray]:
@@ -153,10 +157,42 @@ def rles_from_runs(runs: list[np.ndarray], size: tuple[int, int]) -> list[dict[s
         if len(mask) and mask[-1] == h * w:
             counts = counts[:-1]  # the mask ends True: no closing run of False
         uncompressed.append({"size": [h, w], "counts": counts})  # an array: several times faster than a list
-    rles = coco_mask.frPyObjects(uncompressed, h, w)
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
+    return _as_text(coco_mask.frPyObjects(uncompressed, h, w))
+
+
+def rle_runs(rle: dict[str, Any]) -> np.ndarray:
+    """A COCO RLE's runs of True (`mask_runs`' format, int64), read from its counts without
+    decoding the mask."""
+    counts = rle["counts"]
+    counts = _compressed_counts(counts.encode("ascii") if isinstance(counts, str) else counts)
+    bounds = np.cumsum(counts)
+    starts, ends = bounds[0 : len(bounds) - 1 : 2], bounds[1::2]  # the counts alternate False, True
+    present = ends > starts
+    return np.stack([starts[present], ends[present]], axis=1).reshape(-1)
+
+
+def _compressed_counts(text: bytes | list[int]) -> np.ndarray:
+    """The run lengths of COCO's compressed counts string (uncompressed counts pass through).
+
+    Each count is written in 5-bit chunks, least significant first, as characters from 48 on;
+    0x20 marks that another chunk follows and 0x10 in the last chunk a negative number. From the
+    fourth count on, each is stored as its difference from the count two before it.
+    """
+    if isinstance(text, list):
+        return np.asarray(text, dtype=np.int64)
+    chunks = np.frombuffer(text, dtype=np.uint8).astype(np.int64) - 48
+    if len(chunks) == 0:
+        return chunks
+    last = (chunks & 0x20) == 0
+    first = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+    lengths = np.diff(np.append(first, len(chunks)))
+    shift = 5 * (np.arange(len(chunks)) - np.repeat(first, lengths))
+    values = np.add.reduceat((chunks & 0x1F) << shift, first)
+    negative = (chunks[last] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * lengths[negative])
+    values[2::2] = np.cumsum(values[2::2])
+    values[1::2] = np.cumsum(values[1::2])
+    return values
 
 
 def runs_area(runs: np.ndarray) -> int:
@@ -182,99 +218,11 @@ def resample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    """A COCO RLE (compressed, counts as str or bytes) to an HxW bool mask."""
-    return coco_mask.decode(_coco_ready(rle)).astype(bool)
+    """A COCO RLE (compressed, counts as str or bytes) to an HxW bool mask, column-major
+    (Fortran-ordered) as the RLE runs."""
+    return coco_mask.decode(_coco_ready(rle)).view(bool)
 
 
 def _coco_ready(rle: dict[str, Any]) -> dict[str, Any]:
     counts = rle["counts"]
     return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-
-
-def remove_small_regions(mask: np.ndarray, min_area: int, drop_if_all_small: bool) -> tuple[np.ndarray | None, bool]:
-    """Fill holes and remove islands of fewer than `min_area` pixels (8-connectivity), as the
-    public code does on the whole image.
-
-    mask: HxW bool. Returns the cleaned mask and whether it changed. When every island is
-    small, the public code keeps the largest one; with drop_if_all_small (the paper's rule)
-    the mask is dropped instead and None is returned. The components are labelled in the mask's
-    box grown by a pixel where the image goes on (`_box_window`), which gives the whole image's
-    answer at a fraction of the cost for all but the largest masks; the two cases the window
-    cannot settle (the background beyond it is a small hole; small islands tie for the largest,
-    where the whole image's label order decides) are labelled on the whole image.
-    """
-    window = _box_window(mask)
-    if window is not None:
-        cleaned = _remove_small_regions(mask[window], min_area, drop_if_all_small, mask.size - mask[window].size)
-        if cleaned is not None:
-            part, changed = cleaned
-            if part is None or not changed:
-                return (None if part is None else mask), changed
-            whole = mask.copy()
-            whole[window] = part
-            return whole, True
-    cleaned = _remove_small_regions(mask, min_area, drop_if_all_small, 0)
-    assert cleaned is not None  # the whole image leaves nothing unsettled
-    return cleaned
-
-
-def _remove_small_regions(
-    mask: np.ndarray, min_area: int, drop_if_all_small: bool, outside: int
-) -> tuple[np.ndarray | None, bool] | None:
-    """`remove_small_regions` on `mask`, a window of the image with `outside` pixels of background
-    beyond it (0: the whole image); None when the window cannot settle the answer."""
-    filled = _fill_small_holes(mask, min_area, outside)
-    if filled is None:
-        return None
-    filled, holes_changed = filled
-    labels_count, labels, stats, _ = cv2.connectedComponentsWithStats(filled.astype(np.uint8), connectivity=8)
-    sizes = stats[1:, cv2.CC_STAT_AREA]
-    small = sizes < min_area
-    if not small.any():
-        return filled, holes_changed
-    if small.all():
-        if drop_if_all_small:
-            return None, True
-        if outside and (sizes == sizes.max()).sum() > 1:
-            return None
-        keep = np.zeros(labels_count, dtype=bool)
-        keep[int(np.argmax(sizes)) + 1] = True
-    else:
-        keep = np.concatenate([[False], ~small])
-    return np.take(keep, labels), True
-
-
-def _box_window(mask: np.ndarray) -> tuple[slice, slice] | None:
-    """The rows and columns of the mask's box, grown by one pixel on each side where the image
-    goes on; None (label the whole image) for an empty mask, or one whose box reaches two opposite
-    edges of the image, around which the background may fall apart."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if len(rows) == 0:
-        return None
-    height, width = mask.shape
-    y0, y1, x0, x1 = rows[0], rows[-1], cols[0], cols[-1]
-    if (y0 == 0 and y1 == height - 1) or (x0 == 0 and x1 == width - 1):
-        return None
-    return slice(max(y0 - 1, 0), min(y1 + 2, height)), slice(max(x0 - 1, 0), min(x1 + 2, width))
-
-
-def _fill_small_holes(mask: np.ndarray, min_area: int, outside: int) -> tuple[np.ndarray, bool] | None:
-    """`mask` (a window of the image, `outside` pixels of background beyond it) with its holes
-    under `min_area` filled, and whether any was; None when the background that reaches beyond the
-    window is itself under `min_area` (only the whole image tells what then happens)."""
-    _, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=8)
-    sizes = stats[:, cv2.CC_STAT_AREA]
-    if outside:
-        # The window's rows and columns beyond the mask's box are background joined to the rest of
-        # the image, so their component is larger by what lies outside the window. The box meets
-        # at most one of the top and bottom edges, so the window's top or bottom row is such a row.
-        border = labels[0, 0] if not mask[0].any() else labels[-1, 0]
-        sizes = sizes.copy()
-        sizes[border] += outside
-        if sizes[border] < min_area:
-            return None
-    small = sizes[1:] < min_area
-    if not small.any():
-        return mask, False
-    fill = np.concatenate([[True], small])  # label 0 is the mask itself
-    return np.take(fill, labels), True  # np.take: twice as fast as fancy indexing here

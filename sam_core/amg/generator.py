@@ -98,6 +98,7 @@ class MaskGenerator:
         self._encoder = torch.compile(model.image_encoder) if self.options.compile else model.image_encoder
         s = self.settings
         self._grids = layer_point_grids(s.points_per_side, s.crop_n_layers, s.crop_n_points_downscale_factor)
+        self._upsample_batch = s.upsample_batch or (4 if model.device.type == "cpu" else 16)
 
     def generate(self, image: np.ndarray, with_masks: bool = False) -> list[dict[str, Any]]:
         """Records for an HxW / HxWxC image (see `as_rgb_uint8`); `with_masks` adds "mask": HxW bool."""
@@ -105,7 +106,8 @@ class MaskGenerator:
 
     def generate_batch(self, images: Sequence[np.ndarray], with_masks: bool = False) -> list[list[dict[str, Any]]]:
         """Records for each image; the crops of all of them share encoder batches."""
-        return [finish_records(found, self.settings, with_masks) for found in self.propose(images)]
+        threads = self.options.cleanup_threads
+        return [finish_records(found, self.settings, with_masks, threads=threads) for found in self.propose(images)]
 
     @torch.inference_mode()
     def propose(self, images: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
@@ -185,9 +187,9 @@ class MaskGenerator:
         boxes = [torch.zeros((0, 4), dtype=torch.int64, device=device)]
         stabilities = [torch.zeros(0, device=device)]
         runs: list[np.ndarray] = []
-        for start in range(0, len(keep), s.upsample_batch):
+        for start in range(0, len(keep), self._upsample_batch):
             with record_function("amg.filter"):
-                index = keep[start : start + s.upsample_batch]
+                index = keep[start : start + self._upsample_batch]
                 logits = self.model.postprocess_masks(low_res[index][:, None], input_size, crop.size)[:, 0]
                 stability = stability_scores(logits, s.mask_threshold, s.stability_score_offset)
                 stable = (

@@ -59,13 +59,15 @@ class MaskGeneratorSettings:
     """When all islands of a mask are small: keep the largest ("public") or drop the mask ("paper")."""
     max_mask_coverage: float | None = None
     """Drop masks covering at least this fraction of the image (the paper uses 0.95); None keeps all."""
-    upsample_batch: int = 16
-    """Masks brought to full resolution at once; bounds memory (16 x 1500 x 2250 float32 = 216 MB)."""
+    upsample_batch: int | None = None
+    """Masks brought to full resolution at once; bounds memory (16 x 1500 x 2250 float32 = 216 MB).
+    None: 4 on a CPU (fastest on the 2-core CPU of `benchmarks/amg_speed.py`, where fewer masks
+    at a time stay in its caches through the filters), 16 on a GPU."""
 
     def __post_init__(self) -> None:
         problems = []
         for name in ("points_per_side", "points_per_batch", "crop_n_points_downscale_factor", "upsample_batch"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
             value = getattr(self, name)

@@ -133,6 +133,7 @@ def test_inference_options_resolve_and_refuse_nonsense():
     )
     assert InferenceOptions(decoder_precision="bfloat16").decoder_dtype(torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ValueError, match="encoder_precision must be auto") as error:
-        InferenceOptions("fp8", "half", encoder_batch_size=0)  # type: ignore[arg-type]
+        InferenceOptions("fp8", "half", encoder_batch_size=0, cleanup_threads=0)  # type: ignore[arg-type]
     assert "decoder_precision must be auto, float32, bfloat16, float16; got 'half'" in str(error.value)
     assert "encoder_batch_size must be >= 1" in str(error.value)
+    assert "cleanup_threads must be >= 1, got 0" in str(error.value)

@@ -11,7 +11,7 @@ from sam_core.mask_ops import (
     mask_runs,
     masks_to_boxes,
     near_crop_edge,
-    remove_small_regions,
+    rle_runs,
     rles_from_runs,
     runs_area,
     runs_in_frame,
@@ -68,33 +68,6 @@ def test_crop_edge_test_equals_the_public_one():
     assert torch.equal(near_crop_edge(boxes, crop, image, 20.0), theirs)
 
 
-@pytest.mark.parametrize("min_area", [5, 30, 200])
-def test_public_clean_up_equals_the_public_code(min_area):
-    _, masks = _random_masks(seed=2)
-    for mask in masks.numpy():
-        holes, holes_changed = official.remove_small_regions(mask, min_area, "holes")
-        expected, islands_changed = official.remove_small_regions(holes, min_area, "islands")
-        ours, changed = remove_small_regions(mask, min_area, drop_if_all_small=False)
-        assert np.array_equal(ours, expected)
-        assert changed == (holes_changed or islands_changed)
-
-
-def test_paper_clean_up_drops_a_mask_whose_largest_island_is_small():
-    mask = np.zeros((50, 50), dtype=bool)
-    mask[5:10, 5:10] = True  # 25 px
-    mask[30:38, 30:38] = True  # 64 px
-    kept, changed = remove_small_regions(mask, 50, drop_if_all_small=True)
-    assert changed and kept.sum() == 64 and kept[30:38, 30:38].all()
-    dropped, changed = remove_small_regions(mask, 100, drop_if_all_small=True)
-    assert dropped is None and changed
-    public, _ = remove_small_regions(mask, 100, drop_if_all_small=False)
-    assert public.sum() == 64  # the public code keeps the largest island instead
-    hole = np.ones((20, 20), dtype=bool)
-    hole[8:10, 8:10] = False
-    filled, changed = remove_small_regions(hole, 10, drop_if_all_small=True)
-    assert changed and filled.all()
-
-
 @pytest.mark.parametrize(
     ("crop_hw", "offset", "frame_hw"),
     [
@@ -116,3 +89,14 @@ def test_runs_moved_into_a_frame_equal_the_mask_placed_there(crop_hw, offset, fr
     runs = [runs_in_frame(r, crop_hw, offset, frame_hw) for r in mask_runs(torch.from_numpy(masks))]
     assert rles_from_runs(runs, frame_hw) == encode_rles(torch.from_numpy(placed))
     assert [runs_area(r) for r in runs] == placed.sum(axis=(1, 2)).tolist()
+
+
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.5, 1.0])
+def test_runs_read_from_an_rle_equal_the_masks_runs(density):
+    """COCO's compressed counts (5-bit chunks, signed differences from the fourth count on),
+    read without decoding, give the runs `mask_runs` finds in the pixels."""
+    rng = np.random.default_rng(6)
+    masks = torch.from_numpy(rng.random((6, 90, 70)) < density)
+    masks[0] = torch.from_numpy(np.kron(rng.random((23, 18)) < 0.5, np.ones((4, 4), dtype=bool))[:90, :70])
+    for rle, runs in zip(encode_rles(masks), mask_runs(masks)):
+        assert np.array_equal(rle_runs(rle), runs)
