@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+SA_ENGINE := $(VENV)/bin/sa-engine
 STAMP := $(VENV)/.installed
 SHARED_IMAGES ?= ../shared/data/images
 DEMO_OUT ?= out/demo
@@ -28,13 +29,13 @@ browser:
 
 # The main job on the embedded default: local Ray, local folders, the shipped sae_tiny model.
 job: $(STAMP)
-	$(PY) pipelines/amg.py --input $(SHARED_IMAGES) --output $(JOB_OUT)
+	$(SA_ENGINE) amg --input $(SHARED_IMAGES) --output $(JOB_OUT)
 
 # The shipped sae_tiny model: the three masks for a point on the dog, and automatic masks of every photo.
 demo: $(STAMP)
-	$(PY) -m tools.demo --image $(SHARED_IMAGES)/dog.jpg --out $(DEMO_OUT)/dog_point.png
+	$(SA_ENGINE) demo --image $(SHARED_IMAGES)/dog.jpg --output $(DEMO_OUT)/dog_point.png
 	for photo in $(SHARED_IMAGES)/*.jpg; do \
-		$(PY) -m tools.demo --automatic --image $$photo --out $(DEMO_OUT)/$$(basename $$photo .jpg)_automatic.png || exit 1; \
+		$(SA_ENGINE) demo --automatic --image $$photo --output $(DEMO_OUT)/$$(basename $$photo .jpg)_automatic.png || exit 1; \
 	done
 
 # pytest exits 5 when it collects no test; make then fails, as it should.

@@ -5,11 +5,11 @@ the automatic masks with pixel-precise tools, and compared each automatic mask w
 version: 94% of the pairs had IoU > 0.90 and 97% IoU > 0.75. This module does the same for a
 release in three steps:
 
-    python -m analysis.audit export --release URI --out DIR --n 500 --seed 0
+    sa-engine audit export --release URI --output DIR --n 500 --seed 0
         DIR/audit.json (COCO, the automatic masks as RLE) and DIR/images/sa_<id>.jpg
     ... annotators correct DIR/audit.json in any COCO tool, keeping annotation ids; they may delete
         masks and add new ones (new ids), and may save polygons or RLE ...
-    python -m analysis.audit score --exported DIR/audit.json --corrected FILE --out DIR
+    sa-engine audit score --exported DIR/audit.json --corrected FILE --output DIR
         DIR/audit_pairs.csv (one row per kept mask), DIR/audit_summary.csv, DIR/audit_changes.csv
 
 The sample is uniform and seeded: the n images with the smallest splitmix64 hash of their id
@@ -41,8 +41,11 @@ from pycocotools.coco import COCO
 from analysis.accumulators import StratifiedSample
 from analysis.release_index import DEFAULT_BATCH_ROWS, SIZE_LABELS, ReleaseIndex, relative_size, size_class
 from analysis.rle import rle_runs
+from curation.record_size import conform
 from curation.records import image_file_name
 from curation.release import ReleaseError, iter_shard
+from sam_core.command_line import add_storage_options, command_parser, input_error
+from sam_core.console import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,7 @@ def export_audit(
     storage_options: dict[str, Any] | None = None,
     *,
     progress: bool = True,
+    rescale: bool = False,
 ) -> Path:
     """Export a seeded sample of n images of a release for correction; returns out_dir/audit.json.
 
@@ -157,6 +161,11 @@ def export_audit(
     unique in the file, 1..M, keeping `release_image_id`/`release_ann_id`, the RLE, area, bbox
     XYWH and the model's scores; `info` with the release, seed, n and model). Reads only the
     shards that hold sampled images. A rerun overwrites the same files with the same bytes.
+
+    A sampled record whose size disagrees with its JPEG (`curation.record_size`) stops the export
+    with a RecordSizeError naming the image and both sizes, before audit.json is written; with
+    `rescale`, its masks are resized to the JPEG's size instead (nearest neighbour) and exported
+    at that size, and `info.rescaled_image_ids` lists those images.
     """
     index = ReleaseIndex(release_uri, storage_options)
     rows = _sample_rows(index, n, seed, ["image_id", "width", "height", "shard"], DEFAULT_BATCH_ROWS, progress)
@@ -169,6 +178,7 @@ def export_audit(
     out = Path(out_dir)
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     records: dict[int, dict[str, Any]] = {}
+    rescaled: list[int] = []
     shard_of = {image_id: shard for shard, images in wanted.items() for image_id in images}
     for done, (shard, images) in enumerate(sorted(wanted.items()), 1):
         missing = dict(images)
@@ -180,9 +190,12 @@ def export_audit(
             header = item.record["image"]
             if (header["width"], header["height"]) != (row["width"], row["height"]):
                 raise ReleaseError(f"image {image_id}: the shard and the images index disagree on its size")
+            checked = conform(item, rescale)
+            if checked is not item:
+                rescaled.append(image_id)
             file_name = image_file_name(image_id)
             (out / IMAGES_DIR / file_name).write_bytes(item.image_bytes)
-            records[image_id] = item.record
+            records[image_id] = checked.record
             if not missing:
                 break
         if missing:
@@ -213,6 +226,7 @@ def export_audit(
         "n_masks": len(annotations),
         "sampling": "bottom-n of splitmix64(image_id ^ seed) (analysis.accumulators.seeded_hash)",
         **_model_info(index.manifest),
+        **({"rescaled_image_ids": sorted(rescaled)} if rescaled else {}),
     }
     coco = {"info": info, "images": images, "annotations": annotations, "categories": [dict(CATEGORY)]}
     path = out / AUDIT_FILE
@@ -437,34 +451,50 @@ def write_audit_tables(result: AuditResult, out_dir: str | os.PathLike[str]) -> 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis.audit", description=__doc__.split("\n\n")[0])
+    parser = command_parser("audit", __doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="sample images of a release and export their masks as COCO")
     export.add_argument("--release", required=True, help="release URI (local folder, s3://, gs://)")
-    export.add_argument("--out", required=True, help="local folder for audit.json and images/")
-    export.add_argument("--n", type=int, default=500, help="images to sample (default 500, as in the paper)")
-    export.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    export.add_argument("--output", required=True, help="local folder for audit.json and images/")
+    export.add_argument("--n", type=int, default=500, help="images to sample (the paper: about 500)")
+    export.add_argument("--seed", type=int, default=0, help="sampling seed")
     export.add_argument(
-        "--storage-options", type=json.loads, default=None, help="fsspec options as JSON, e.g. '{\"anon\": true}'"
+        "--on-size-mismatch",
+        choices=("fail", "rescale"),
+        default="fail",
+        help="a sampled record whose size disagrees with its JPEG: stop with an error, or resize its masks "
+        "to the JPEG's size (nearest)",
     )
+    add_storage_options(export)
     score = commands.add_parser("score", help="compare corrected masks with the exported ones")
     score.add_argument("--exported", required=True, help="the audit.json written by export")
     score.add_argument("--corrected", required=True, help="the corrected COCO JSON (RLE or polygons)")
-    score.add_argument("--out", required=True, help="folder for audit_pairs.csv, audit_summary.csv, audit_changes.csv")
+    score.add_argument(
+        "--output", required=True, help="folder for audit_pairs.csv, audit_summary.csv, audit_changes.csv"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="audit: %(message)s", stream=sys.stderr)
+    configure_logging()
     try:
         if args.command == "export":
-            path = export_audit(args.release, args.out, args.n, args.seed, args.storage_options)
+            path = export_audit(
+                args.release,
+                args.output,
+                args.n,
+                args.seed,
+                args.storage_options,
+                rescale=args.on_size_mismatch == "rescale",
+            )
             info = json.loads(path.read_text())["info"]
             print(f"{info['n_images']} images, {info['n_masks']} masks -> {path}")
+            if info.get("rescaled_image_ids"):
+                print(f"masks rescaled to their JPEG's size for images {info['rescaled_image_ids']}")
         else:
             result = score_audit(args.exported, args.corrected)
-            paths = write_audit_tables(result, args.out)
+            paths = write_audit_tables(result, args.output)
             with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
                 print(result.summary.to_string())
             print(
@@ -473,8 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("written: " + ", ".join(str(p) for p in paths))
     except (ValueError, OSError) as error:  # ReleaseError and AuditInputError are ValueErrors
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return input_error(str(error))
     return 0
 
 

@@ -5,8 +5,8 @@ Inclusive Annotations for People) from 1 and from 3 simulated clicks (`analysis.
 and reports the mIoU of every perceived gender presentation and age group with a 95% confidence
 interval. Any attribute column can be grouped on, not only those two.
 
-    python -m analysis.fairness --miap-boxes boxes.csv --masks masks.csv --images DIR --mask-dir DIR \\
-        --out results/ [--model sae_tiny | --model vit_h --checkpoint PATH] \\
+    sa-engine fairness --miap-boxes boxes.csv --masks masks.csv --images DIR --mask-dir DIR \\
+        --output results/ [--model sae_tiny | --model vit_h --checkpoint PATH] \\
         [--group GenderPresentation --group AgePresentation] [--points 3] [--seed 0] [--limit N]
 
 writes `fairness_masks.csv` (one row per person mask: image_id, mask_index, the attributes,
@@ -18,7 +18,6 @@ project's small model `sae_tiny` runs with its shipped weights; a published arch
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import zlib
@@ -32,6 +31,8 @@ import pandas as pd
 
 from analysis.interactive import PersonSample, simulate
 from analysis.miap import iter_person_samples, match_boxes_to_masks, read_miap_boxes, read_segmentation_masks
+from sam_core.command_line import command_parser, input_error
+from sam_core.console import configure_logging
 from sam_core.predictor import SamPredictor
 
 DEFAULT_GROUPS = ("GenderPresentation", "AgePresentation")
@@ -177,29 +178,30 @@ def main(argv: list[str] | None = None) -> int:
     from sam_core.checkpoints import CheckpointError, load_sam
     from sam_core.modeling.config import PRESETS
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("fairness", __doc__)
     parser.add_argument("--miap-boxes", required=True, action="append", help="MIAP box CSV (repeat for several)")
     parser.add_argument(
         "--masks", required=True, action="append", help="Open Images segmentation CSV (repeat for several)"
     )
     parser.add_argument("--images", required=True, help="folder (any fsspec URI) of <ImageID>.jpg")
     parser.add_argument("--mask-dir", required=True, help="folder (any fsspec URI) holding the CSVs' MaskPath PNGs")
-    parser.add_argument("--out", required=True, help="folder (any fsspec URI) for the two CSVs")
+    parser.add_argument("--output", required=True, help="folder (any fsspec URI) for the two CSVs")
+    parser.add_argument("--model", default="sae_tiny", choices=sorted(PRESETS), help="architecture")
     parser.add_argument(
-        "--model", "--model-type", default="sae_tiny", choices=sorted(PRESETS), help="architecture (default sae_tiny)"
+        "--checkpoint", default=None, help="weights: a path, URL or model name (default: the model's shipped weights)"
     )
     parser.add_argument(
-        "--checkpoint", default=None, help="weights: path, URL or model type (default: the model's shipped weights)"
+        "--group", action="append", help=f"attribute column to group on, repeat for several (default: {DEFAULT_GROUPS})"
     )
-    parser.add_argument("--group", action="append", help=f"attribute column to group on (default: {DEFAULT_GROUPS})")
-    parser.add_argument("--points", type=int, default=3, help="clicks per mask (default 3)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the first clicks and the bootstrap (default 0)")
+    parser.add_argument("--points", type=int, default=3, help="clicks per mask")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the first clicks and the bootstrap")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the masks of the first N images only")
-    parser.add_argument("--margin", type=float, default=0.01, help="box-matching tolerance, normalised (default 0.01)")
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    parser.add_argument("--confidence", type=float, default=0.95, help="confidence level (default 0.95)")
+    parser.add_argument("--margin", type=float, default=0.01, help="box-matching tolerance, normalised")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--confidence", type=float, default=0.95, help="confidence level")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     args = parser.parse_args(argv)
+    configure_logging()
     if args.points < 1:
         parser.error(f"--points must be >= 1, got {args.points}")
     groups = args.group or list(DEFAULT_GROUPS)
@@ -208,20 +210,17 @@ def main(argv: list[str] | None = None) -> int:
         boxes = pd.concat([read_miap_boxes(path) for path in args.miap_boxes], ignore_index=True)
         masks = pd.concat([read_segmentation_masks(path) for path in args.masks], ignore_index=True)
     except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return input_error(str(error))
     matched, summary = match_boxes_to_masks(boxes, masks, args.margin)
     print(f"matching: {summary}", file=sys.stderr)
     if args.limit is not None:
         keep = matched["ImageID"].drop_duplicates().iloc[: args.limit]
         matched = matched[matched["ImageID"].isin(keep)]
     if matched.empty:
-        print("error: no MIAP box matches a mask: nothing to evaluate", file=sys.stderr)
-        return 2
+        return input_error("no MIAP box matches a mask: nothing to evaluate")
     missing = [g for g in groups if g not in matched.columns]
     if missing:
-        print(f"error: --group columns absent from the MIAP boxes: {missing}", file=sys.stderr)
-        return 2
+        return input_error(f"--group columns absent from the MIAP boxes: {missing}")
 
     import torch
 
@@ -229,20 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_sam(args.model, args.checkpoint or args.model).to(device)
     except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return input_error(str(error))
     samples = iter_person_samples(matched, args.images, args.mask_dir, groups)
     progress = _with_progress(samples, matched["ImageID"].nunique(), len(matched))
     table = per_mask_ious(progress, SamPredictor(model), args.points, args.seed)
     summary_table = summarize_groups(table, groups, _points(args.points), args.resamples, args.confidence, args.seed)
 
-    fs, root = fsspec.core.url_to_fs(args.out)
+    fs, root = fsspec.core.url_to_fs(args.output)
     fs.makedirs(root, exist_ok=True)
     for name, frame in (("fairness_masks.csv", table), ("fairness_groups.csv", summary_table)):
         with fs.open(f"{root.rstrip('/')}/{name}", "w") as f:
             frame.to_csv(f, index=False)
     print(summary_table.to_string(index=False), file=sys.stderr)
-    print(f"wrote fairness_groups.csv and fairness_masks.csv ({len(table)} masks) to {args.out}", file=sys.stderr)
+    print(f"wrote fairness_groups.csv and fairness_masks.csv ({len(table)} masks) to {args.output}", file=sys.stderr)
     return 0
 
 

@@ -29,6 +29,7 @@ from analysis.accumulators import Histogram, Histogram2D, StratifiedSample, pair
 from analysis.release_index import SIZE_LABELS, ReleaseIndex, relative_size, size_class
 from analysis.rle import concavity_of_runs, rle_runs
 from sam_core.console import stderr_line
+from sam_core.pace import Pace
 
 MASKS_PER_IMAGE_EDGES = (0, 11, 51, 101, 201)
 MASKS_PER_IMAGE_LABELS = ("0-10", "11-50", "51-100", "101-200", ">200")
@@ -170,7 +171,7 @@ def summarize_release(
         "stability_score",
         "rle_counts",
     ]
-    done, total = 0, index.manifest.get("n_masks", 0)
+    done, pace = 0, Pace(index.manifest.get("n_masks"), "masks")
     for batch in index.iter_masks(columns):
         height = batch["height"].to_numpy(zero_copy_only=False)
         width = batch["width"].to_numpy(zero_copy_only=False)
@@ -190,8 +191,8 @@ def summarize_release(
             stability_score=batch["stability_score"].to_numpy(zero_copy_only=False),
         )
         done += len(batch)
-        if progress:
-            progress(f"{name}: {done:,} / {total:,} masks read")
+        if progress and pace.due(done):
+            progress(f"{name}: read {pace.describe(done)}")
     return acc.result(progress)
 
 

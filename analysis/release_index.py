@@ -1,4 +1,5 @@
-"""Streaming reads of a release's Parquet indexes (`index/images`, `index/masks`) through fsspec.
+"""Streaming reads of a release's Parquet indexes (`index/images`, `index/masks`) and of its
+failures table (`failures/`) through fsspec.
 
 Nothing here holds more than one record batch: statistics over an 11M-image, 1B-mask release
 are accumulated batch by batch (see `analysis.accumulators`). Images index files may differ in
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.release import MASK_SCHEMA, ReleaseError, read_manifest
+from curation.release import FAILURE_SCHEMA, MASK_SCHEMA, ReleaseError, read_manifest
 
 SIZE_LABELS = ("small", "medium", "large")
 SIZE_EDGES = (0.05, 0.2)
@@ -45,6 +46,7 @@ class ReleaseIndex:
         self._root = root.rstrip("/")
         self.image_files = self._files("images")
         self.mask_files = self._files("masks")
+        self.failure_files = sorted(self._fs.glob(f"{self._root}/failures/*.parquet"))
 
     def _files(self, kind: str) -> list[str]:
         files = sorted(self._fs.glob(f"{self._root}/index/{kind}/*.parquet"))
@@ -72,10 +74,14 @@ class ReleaseIndex:
 
     def iter_masks(self, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.Table]:
         """Batches of the masks index (columns of curation.release.MASK_SCHEMA)."""
-        unknown = sorted(set(columns) - set(MASK_SCHEMA.names))
-        if unknown:
-            raise ValueError(f"the masks index has no columns {unknown}; it has {MASK_SCHEMA.names}")
+        _check_columns("the masks index", MASK_SCHEMA, columns)
         yield from self._iter(self.mask_files, columns, batch_rows)
+
+    def iter_failures(self, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.Table]:
+        """Batches of the failures table (columns of curation.release.FAILURE_SCHEMA): one row per
+        input that was not released, with the stage and the reason."""
+        _check_columns("the failures table", FAILURE_SCHEMA, columns)
+        yield from self._iter(self.failure_files, columns, batch_rows)
 
     def _iter(self, files: list[str], columns: Sequence[str], batch_rows: int) -> Iterator[pa.Table]:
         for path in files:
@@ -88,3 +94,9 @@ class ReleaseIndex:
                         if name not in present:
                             table = table.append_column(name, pa.nulls(len(table)))
                     yield table.select(list(columns))
+
+
+def _check_columns(what: str, schema: pa.Schema, columns: Sequence[str]) -> None:
+    unknown = sorted(set(columns) - set(schema.names))
+    if unknown:
+        raise ValueError(f"{what} has no columns {unknown}; it has {schema.names}")

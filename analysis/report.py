@@ -1,32 +1,37 @@
 """One HTML report over a release: every table and figure of the SAM paper's sections 5-6 that the
 release's data allow, with the figures as PNG and every table as CSV beside it.
 
-    python -m analysis.report --release out/release --out out/report \\
+    sa-engine report --release out/release --output out/report \\
         [--compare COCO=instances_val2017.json ...] \\
         [--audit-exported audit/audit.json --audit-corrected corrected.json] \\
         [--fairness out/fairness/fairness_groups.csv]
 
-Sections: overview (manifest), mask properties (always), comparison datasets (--compare),
+Sections: overview (manifest), gallery (images with their masks and blurred regions drawn, and
+the inputs not released; `analysis.gallery`), mask properties (always), comparison datasets (--compare),
 geography and income (when the images index has country or lat/lon metadata), quality audit
-(when a corrected audit file is given) and fairness (from `python -m analysis.fairness`).
+(when a corrected audit file is given) and fairness (from `sa-engine fairness`).
 A section whose data are missing says so instead of being left out silently.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
-import json
 import re
 import sys
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+from pyarrow import csv as pa_csv
 
-from analysis import figures
+from analysis import figures, gallery
 from analysis.audit import score_audit
 from analysis.geography import GeographyAccumulator, geography_columns
 from analysis.mask_properties import (
@@ -39,10 +44,18 @@ from analysis.mask_properties import (
     summarize_release,
 )
 from analysis.release_index import ReleaseIndex
-from sam_core.console import stderr_line
+from curation.release import FAILURE_SCHEMA
+from sam_core.command_line import add_storage_options, command_parser, input_error
+from sam_core.console import configure_logging, stderr_line, stderr_logger
+from sam_core.pace import duration
 
 REPORT = "index.html"
 COLLAPSE_ROWS = 15
+GALLERY_DIR = "gallery"
+FAILURE_ROWS = 50
+"""Failures listed on the page; tables/failures.csv holds them all."""
+
+log = stderr_logger("report")
 
 
 @dataclass(frozen=True)
@@ -134,9 +147,9 @@ def _overview(page: _Page, index: ReleaseIndex) -> None:
 
 
 def _mask_properties(page: _Page, request: ReportRequest, index: ReleaseIndex) -> None:
-    datasets = [summarize_release(index, request.name, request.concavity_sample, request.seed, stderr_line)]
+    datasets = [summarize_release(index, request.name, request.concavity_sample, request.seed, log)]
     for name, path in request.compare:
-        datasets.append(summarize_coco(path, name, request.concavity_sample, request.seed, stderr_line))
+        datasets.append(summarize_coco(path, name, request.concavity_sample, request.seed, log))
     page.heading("Mask properties")
     if request.compare:
         page.text(f"Compared with: {', '.join(f'{n} ({p})' for n, p in request.compare)}.")
@@ -208,15 +221,79 @@ def _fairness(page: _Page, request: ReportRequest) -> None:
     page.figure(figures.fairness_groups(groups, page.figure_path("fairness_groups")), "mIoU per group")
 
 
+def _gallery(page: _Page, request: ReportRequest, index: ReleaseIndex) -> None:
+    page.heading("Gallery")
+    tiles = gallery.write_gallery(index, page.out / GALLERY_DIR, gallery.DEFAULT_SAMPLE, request.seed)
+    if tiles:
+        page.text(
+            f"{len(tiles)} images: the extremes of the release and a sample of up to {gallery.DEFAULT_SAMPLE} "
+            f"drawn with seed {request.seed}. Every mask has its own colour (translucent fill and outline); the "
+            "mask an extreme is about has a thick white outline; regions blurred by de-identification are "
+            "boxed in black and white and labelled face or plate."
+        )
+        figures_html = "".join(
+            f'<figure style="width:{tile.width}px;margin:0"><img src="{GALLERY_DIR}/{tile.file}" '
+            f'width="{tile.width}" height="{tile.height}" alt="{html.escape(tile.details)}"><figcaption>'
+            f"<b>{html.escape('; '.join(tile.reasons))}</b><br>{html.escape(tile.details)}</figcaption></figure>"
+            for tile in tiles
+        )
+        page.parts.append(f'<div id="gallery" style="display:flex;flex-wrap:wrap;gap:14px">{figures_html}</div>')
+    else:
+        page.text("The release holds no images: nothing to show.")
+    _failures(page, index)
+
+
+def _failures(page: _Page, index: ReleaseIndex) -> None:
+    """The failures table: every row to tables/failures.csv, streamed; the first FAILURE_ROWS on the page."""
+    page.parts.append("<h3>Inputs not released</h3>")
+    path = page.out / "tables" / "failures.csv"
+    path.unlink(missing_ok=True)
+    schema = pa.schema([FAILURE_SCHEMA.field(name) for name in ("uri", "stage", "error", "image_id")])
+    stages: Counter[str] = Counter()
+    shown: list[pd.DataFrame] = []
+    with contextlib.ExitStack() as stack:
+        writer = None
+        for batch in index.iter_failures(schema.names):
+            if len(batch) == 0:
+                continue
+            batch = batch.cast(schema)
+            writer = writer or stack.enter_context(pa_csv.CSVWriter(path, schema))
+            writer.write_table(batch)
+            stages.update(batch["stage"].to_pylist())
+            if sum(stages.values()) - len(batch) < FAILURE_ROWS:
+                shown.append(batch.slice(0, FAILURE_ROWS).to_pandas())
+    total = sum(stages.values())
+    if not total:
+        page.text("No input failed: every input of the release is in a shard.")
+        return
+    page.text(f"Inputs not released: {total}; by stage: {', '.join(f'{s} {n}' for s, n in stages.most_common())}.")
+    frame = pd.concat(shown, ignore_index=True).head(FAILURE_ROWS)[["uri", "stage", "error"]]
+    body = frame.to_html(index=False, border=0, classes="data failures")
+    more = f"<p>{total - len(frame)} more in failures.csv.</p>" if total > len(frame) else ""
+    title = f'Each input with its stage and reason (<a href="tables/failures.csv">failures.csv</a>), {len(frame)} of {total}'
+    if len(frame) > COLLAPSE_ROWS:  # folded, as the page's other long tables
+        table = f"<details><summary>{title}</summary>{body}</details>"
+    else:
+        table = f"<figure><figcaption>{title}</figcaption>{body}</figure>"
+    page.parts.append(f"<style>table.failures td, table.failures th {{ text-align: left; }}</style>{table}{more}")
+
+
 def build_report(request: ReportRequest) -> Path:
     """Compute every section and write DIR/index.html with figures/ and tables/; returns the HTML path."""
     index = ReleaseIndex(request.release, request.storage_options)
     page = _Page(request.out)
-    _overview(page, index)
-    _mask_properties(page, request, index)
-    _geography(page, index)
-    _audit(page, request)
-    _fairness(page, request)
+    sections: list[tuple[str, Callable[[], None]]] = [
+        ("overview", lambda: _overview(page, index)),
+        ("gallery", lambda: _gallery(page, request, index)),
+        ("mask properties", lambda: _mask_properties(page, request, index)),
+        ("geography and income", lambda: _geography(page, index)),
+        ("quality audit", lambda: _audit(page, request)),
+        ("fairness", lambda: _fairness(page, request)),
+    ]
+    start = time.monotonic()
+    for number, (name, write) in enumerate(sections, 1):
+        log(f"section {number}/{len(sections)}: {name} ({duration(time.monotonic() - start)} so far)")
+        write()
     return page.write(f"Analysis of {request.name}")
 
 
@@ -228,17 +305,18 @@ def _named_path(value: str) -> tuple[str, str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ReportRequest:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
+    parser = command_parser("report", __doc__)
     parser.add_argument("--release", required=True, help="release URI (local folder, s3://...)")
-    parser.add_argument("--out", required=True, type=Path, help="folder for index.html, figures/, tables/")
+    parser.add_argument("--output", required=True, type=Path, help="folder for index.html, figures/, tables/")
     parser.add_argument("--name", default="release", help="the release's name in tables and plots")
-    parser.add_argument("--compare", action="append", type=_named_path, default=[], metavar="NAME=COCO_JSON")
-    parser.add_argument("--audit-exported", help="audit.json written by `python -m analysis.audit export`")
+    parser.add_argument("--compare", action="append", type=_named_path, default=[], metavar="NAME=COCO_JSON",
+                        help="a COCO-format dataset to compare mask properties with (repeat for several)")  # fmt: skip
+    parser.add_argument("--audit-exported", help="audit.json written by `sa-engine audit export`")
     parser.add_argument("--audit-corrected", help="the corrected COCO file")
-    parser.add_argument("--fairness", help="fairness_groups.csv written by `python -m analysis.fairness`")
+    parser.add_argument("--fairness", help="fairness_groups.csv written by `sa-engine fairness`")
     parser.add_argument("--concavity-sample", type=int, default=DEFAULT_CONCAVITY_SAMPLE, help="masks per size class")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--storage-options", type=json.loads, default={}, help="JSON given to fsspec")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the concavity sample")
+    add_storage_options(parser)
     args = parser.parse_args(argv)
     if bool(args.audit_exported) != bool(args.audit_corrected):
         parser.error("--audit-exported and --audit-corrected go together")
@@ -246,7 +324,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ReportRequest:
         parser.error("--concavity-sample must be >= 1")
     return ReportRequest(
         release=args.release,
-        out=args.out,
+        out=args.output,
         name=args.name,
         compare=tuple(args.compare),
         audit_exported=args.audit_exported,
@@ -260,7 +338,11 @@ def parse_args(argv: Sequence[str] | None = None) -> ReportRequest:
 
 def main(argv: Sequence[str] | None = None) -> int:
     request = parse_args(argv)
-    path = build_report(request)
+    configure_logging()
+    try:
+        path = build_report(request)
+    except (ValueError, OSError) as error:  # ReleaseError and AuditInputError are ValueErrors
+        return input_error(str(error))
     stderr_line(f"report: {path}")
     return 0
 

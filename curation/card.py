@@ -105,7 +105,8 @@ def _curation_section(curation: dict[str, Any]) -> str:
         deid_text = (
             f"Faces and licence plates were detected and blurred in the released images: {deid['faces']} faces "
             f"and {deid['plates']} plates in {deid['images_blurred']} images. Each image record holds "
-            "`blurred_faces` and `blurred_plates`. Masks were made on the unblurred image.\n\n"
+            "`blurred_faces`, `blurred_plates` and `blurred_regions` (kind and XYWH box of each area blurred). "
+            "Masks were made on the unblurred image.\n\n"
             f"Detector: {deid['detector']}"
         )
     else:

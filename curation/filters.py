@@ -73,7 +73,7 @@ class QualityFilters:
 
 @dataclass(frozen=True)
 class FilterResult:
-    """What the filters left of one image: the kept annotations (ids renumbered 0..N-1), the
+    """What the filters left of one image: the kept annotations (in their order, ids untouched), the
     number of masks each filter removed, and why the whole image is dropped ("" when it is kept)."""
 
     annotations: list[Annotation]
@@ -120,7 +120,6 @@ def apply_filters(annotations: list[Annotation], image_size: tuple[int, int], fi
         removed["max_masks_per_image"] += len(kept) - filters.max_masks_per_image
         best = sorted(range(len(kept)), key=lambda i: -kept[i]["predicted_iou"])[: filters.max_masks_per_image]
         kept = [kept[i] for i in sorted(best)]
-    kept = [{**annotation, "id": i} for i, annotation in enumerate(kept)]
     dropped_by, reason = _image_verdict(kept, image_area, filters)
     return FilterResult(kept, dict(removed), dropped_by, reason)
 

@@ -110,3 +110,25 @@ def _read_manifest(uri: str, options: dict[str, Any]) -> tuple[list[str], list[s
         raise InputError(f"input manifest {uri} lists {len(duplicated)} URIs twice, e.g. {duplicated[:3]}")
     metadata = [json.dumps({k: v for k, v in row.items() if v is not None}, sort_keys=True) for row in rows]
     return uris, metadata
+
+
+def metadata_schema(plan: pa.Table) -> pa.Schema:
+    """The columns the plan's metadata gives the images index, by first appearance, each typed
+    from the JSON values it holds over the whole plan: all bool -> bool, all integers -> int64,
+    numbers -> float64, anything else -> string (JSON text where not a string). So that every
+    shard's images index has the same columns, whichever of its images lack a value."""
+    kinds: dict[str, set[type]] = {}
+    for text in plan["metadata"].to_pylist():
+        for key, value in json.loads(text).items():
+            kinds.setdefault(key, set()).add(type(value))
+    return pa.schema([(key, _column_type(found)) for key, found in kinds.items()])
+
+
+def _column_type(found: set[type]) -> pa.DataType:
+    if found == {bool}:
+        return pa.bool_()
+    if found == {int}:
+        return pa.int64()
+    if found and found <= {int, float}:
+        return pa.float64()
+    return pa.string()

@@ -4,10 +4,15 @@ Layout under one prefix (any fsspec URI), as ../shared/DESIGN.md fixes it:
 
     shards/sa_000000.tar    sa_<id>.jpg + sa_<id>.json per image (WebDataset-readable)
     index/images/sa_000000.parquet, index/masks/sa_000000.parquet   one file per shard
-    failures/*.parquet      inputs that could not be processed
-    manifest.json           shards with n_images, n_masks, bytes, sha256; settings; summary
-    DATASET_CARD.md
+    failures/sa_000000.parquet   inputs that could not be processed; one file per committed shard,
+                            empty when none failed
+    manifest.json           shards with n_images, n_masks, bytes, sha256; settings; summary; engine
+    README.md               the card under a YAML header naming the data files of each config
+                            (what `datasets.load_dataset(<release>)` reads)
+    DATASET_CARD.md         the card alone
     _SUCCESS                written last
+
+Folders whose names start with "_" (`_plan/`, `_progress/`) hold the job's bookkeeping, not data.
 
 Shards are independent: `ReleaseWriter.write_shard` can run in many processes at once, and
 `finish` only lists what they wrote.
@@ -30,10 +35,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.records import STANDARD_IMAGE_FIELDS, image_key
+from sam_core.version import engine_commit, engine_version
 
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"
 CARD = "DATASET_CARD.md"
+HUB_README = "README.md"
 MAX_MEMBER_BYTES = 256 << 20  # a single image or JSON larger than this in a shard is refused
 
 MASK_SCHEMA = pa.schema(
@@ -145,8 +152,10 @@ class ReleaseWriter:
     def is_finished(self) -> bool:
         return self.fs.exists(self.path(SUCCESS))
 
-    def write_shard(self, index: int, images: Sequence[ReleaseImage]) -> ShardSummary:
-        """Write shard `index`: the tar, then its image and mask index files."""
+    def write_shard(
+        self, index: int, images: Sequence[ReleaseImage], metadata_schema: pa.Schema | None = None
+    ) -> ShardSummary:
+        """Write shard `index`: the tar, then its image and mask index files (see `write_index`)."""
         name = shard_name(index)
         with self._open_for_write("shards", f"{name}.tar") as raw:
             sink = _HashingWriter(raw)
@@ -155,13 +164,18 @@ class ReleaseWriter:
                     key = image_key(item.record["image"]["image_id"])
                     _add_member(tar, f"{key}.jpg", item.image_bytes)
                     _add_member(tar, f"{key}.json", json.dumps(item.record, separators=(",", ":")).encode())
-        self.write_index(name, [i.record for i in images])
+        self.write_index(name, [i.record for i in images], metadata_schema)
         n_masks = sum(len(i.record["annotations"]) for i in images)
         return ShardSummary(name, len(images), n_masks, sink.size, sink.digest.hexdigest())
 
-    def write_index(self, shard: str, records: Sequence[dict[str, Any]]) -> None:
-        """index/images/<shard>.parquet and index/masks/<shard>.parquet for the SA-1B records of one shard."""
-        self._write_table(("index", "images", f"{shard}.parquet"), _image_table(records, shard))
+    def write_index(
+        self, shard: str, records: Sequence[dict[str, Any]], metadata_schema: pa.Schema | None = None
+    ) -> None:
+        """index/images/<shard>.parquet and index/masks/<shard>.parquet for the SA-1B records of one
+        shard. `metadata_schema`: the input metadata's columns of the whole release
+        (`curation.inputs.metadata_schema`), so that every shard's images index has the same
+        columns and types even where a shard's images lack some of them."""
+        self._write_table(("index", "images", f"{shard}.parquet"), _image_table(records, shard, metadata_schema))
         self._write_table(("index", "masks", f"{shard}.parquet"), _mask_table(records))
 
     def write_failures(self, part: str, rows: Iterable[dict[str, Any]]) -> None:
@@ -174,13 +188,14 @@ class ReleaseWriter:
         images: Sequence[ReleaseImage],
         failures: Sequence[dict[str, Any]],
         tallies: dict[str, int] | None = None,
+        metadata_schema: pa.Schema | None = None,
     ) -> ShardCommit:
-        """Shard `index` of a resumable job: its tar and indexes (if any image), its failures
-        (if any), then its marker in _progress/ last. Rewriting the same shard overwrites it."""
+        """Shard `index` of a resumable job: its tar and indexes (if any image), its failures file
+        (empty if none failed), then its marker in _progress/ last. Rewriting the same shard
+        overwrites it."""
         name = shard_name(index)
-        shard = self.write_shard(index, images) if images else None
-        if failures:
-            self.write_failures(name, failures)
+        shard = self.write_shard(index, images, metadata_schema) if images else None
+        self.write_failures(name, failures)
         ids = [i.record["image"]["image_id"] for i in images] + [f["image_id"] for f in failures]
         commit = ShardCommit(name, shard, sorted(ids), len(failures), dict(tallies or {}))
         self.write_bytes((PROGRESS, f"{name}.json"), json.dumps(asdict(commit)).encode())
@@ -225,11 +240,14 @@ class ReleaseWriter:
         settings: dict[str, Any],
         card: str,
         summary: dict[str, Any] | None = None,
+        failures_by_stage: dict[str, int] | None = None,
     ) -> dict[str, Any]:
-        """Write manifest.json and DATASET_CARD.md, then _SUCCESS; returns the manifest."""
+        """Write manifest.json, README.md and DATASET_CARD.md, then _SUCCESS; returns the manifest.
+        `failures_by_stage`: `failure_counts()`, when the caller has it already."""
         manifest = {
             "format": "sa-engine release 1",
             "created_unix": int(time.time()),
+            "engine": {"name": "sa-engine", "version": engine_version(), "commit": engine_commit()},
             "n_images": sum(s.n_images for s in shards),
             "n_masks": sum(s.n_masks for s in shards),
             "shards": [asdict(s) for s in sorted(shards, key=lambda s: s.name)],
@@ -238,6 +256,8 @@ class ReleaseWriter:
         }
         self.write_bytes((MANIFEST,), json.dumps(manifest, indent=2).encode())
         self.write_bytes((CARD,), card.encode())
+        failed = sum((self.failure_counts() if failures_by_stage is None else failures_by_stage).values())
+        self.write_bytes((HUB_README,), (hub_header(with_failures=failed > 0) + card).encode())
         self.write_bytes((SUCCESS,), b"")
         return manifest
 
@@ -252,8 +272,34 @@ class ReleaseWriter:
         return self.fs.open(path, "wb")
 
     def _write_table(self, parts: tuple[str, ...], table: pa.Table) -> None:
-        with self._open_for_write(*parts) as f:
-            pq.write_table(table, f)
+        """`table` as Parquet; an empty one gets no row group at all (readers that size their
+        batches by the first row group, as Hugging Face `datasets` does, fail on an empty one)."""
+        with self._open_for_write(*parts) as f, pq.ParquetWriter(f, table.schema) as parquet:
+            if table.num_rows:
+                parquet.write_table(table)
+
+
+HUB_CONFIGS = (
+    ("images", "index/images/*.parquet"),
+    ("masks", "index/masks/*.parquet"),
+    ("failures", "failures/*.parquet"),
+)
+"""The configs `datasets.load_dataset(<release>, name)` offers and the files each reads; `images`,
+one row per released image, is the default. The shards are not among them: `datasets` reads one
+format per folder, so they load through its `webdataset` builder (docs/reading.md)."""
+
+
+def hub_header(with_failures: bool) -> str:
+    """The YAML front matter of the release's README.md: one config per kind of data file, so that
+    readers of the Hugging Face layout never take the job's bookkeeping (`_plan/`) for data. The
+    `failures` config is left out of a release without failures (`datasets` refuses an empty one)."""
+    lines = ["---", "configs:"]
+    for i, (name, pattern) in enumerate(HUB_CONFIGS):
+        if name == "failures" and not with_failures:
+            continue
+        lines += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {pattern}"]
+        lines += ["  default: true"] if i == 0 else []
+    return "\n".join([*lines, "---", "", ""])
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -262,15 +308,41 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _image_table(records: Sequence[dict[str, Any]], shard: str) -> pa.Table:
+def _image_table(records: Sequence[dict[str, Any]], shard: str, metadata_schema: pa.Schema | None) -> pa.Table:
+    """One row per record: the standard fields, the extra ones (lists and objects as JSON text),
+    then shard and n_masks; the columns of `metadata_schema` cast to their types, added as
+    nulls where no record of the shard has them."""
     rows = []
     for record in records:
         image = record["image"]
         row = {field: image[field] for field in STANDARD_IMAGE_FIELDS}
-        row.update({k: v for k, v in image.items() if k not in STANDARD_IMAGE_FIELDS})
+        row.update({k: _scalar(v) for k, v in image.items() if k not in STANDARD_IMAGE_FIELDS})
         row.update(shard=shard, n_masks=len(record["annotations"]))
         rows.append(row)
-    return pa.Table.from_pylist(rows)
+    if metadata_schema is None:
+        return pa.Table.from_pylist(rows)
+    for row in rows:  # a metadata value JSON can hold that is not the column's type: its JSON text
+        for column in metadata_schema:
+            if pa.types.is_string(column.type) and row.get(column.name) is not None:
+                row[column.name] = _text(row[column.name])
+    table = pa.Table.from_pylist(rows)
+    metadata = {f.name for f in metadata_schema}
+    columns = {name: table[name] for name in table.column_names}
+    ordered = [n for n in table.column_names if n not in metadata and n not in ("shard", "n_masks")]
+    for column in metadata_schema:
+        present = columns.get(column.name)
+        columns[column.name] = present.cast(column.type) if present is not None else pa.nulls(len(rows), column.type)
+    names = [*ordered, *metadata_schema.names, "shard", "n_masks"]
+    return pa.table([columns[n] for n in names], names=names)
+
+
+def _scalar(value: Any) -> Any:
+    """`value` as an index cell: lists and objects become their JSON text."""
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else value
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def _mask_table(records: Sequence[dict[str, Any]]) -> pa.Table:

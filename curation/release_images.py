@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.deidentify import Deidentifier
+from curation.deidentify import Deidentifier, grow_box
 from curation.images import decode_image, encode_jpeg, fit_long_side, fit_short_side, resize_image
 
 BLURRED_KINDS = ("face", "plate")
@@ -52,8 +52,15 @@ class PreparedImage:
     model_image: np.ndarray
     """HxWx3 uint8 RGB, unblurred, at the size the crops need."""
     release_jpeg: bytes
-    blurred: dict[str, int]
-    """Regions blurred in the release JPEG, by kind (every kind of BLURRED_KINDS, 0 when none)."""
+    blurred_regions: list[dict[str, Any]]
+    """Regions blurred in the release JPEG: {"kind": "face" | "plate", "bbox": [x, y, w, h]}, XYWH in
+    release-image pixels, each the area actually blurred (the detected box grown by
+    `curation.deidentify.MARGIN` per side, clipped to the image); sorted by kind, then box."""
+
+    @property
+    def blurred(self) -> dict[str, int]:
+        """Regions blurred in the release JPEG, by kind (every kind of BLURRED_KINDS, 0 when none)."""
+        return blur_counts(self.blurred_regions)
 
 
 @functools.cache
@@ -75,24 +82,36 @@ def prepare_image(data: bytes, policy: ReleaseImagePolicy, model_long_side: int)
     release = fit_short_side(size, policy.short_side)
     model = fit_long_side(size, max(max(release), model_long_side))
     image = resize_image(source, model)
-    released, blurred = resize_image(image, release), Counter({kind: 0 for kind in BLURRED_KINDS})
+    released, blurred = resize_image(image, release), []
     if policy.deidentify:
         released, regions = _deidentifier()(released)
-        blurred.update(region.kind for region in regions)
+        blurred = [{"kind": region.kind, "bbox": list(grow_box(region.box, *release))} for region in regions]
     jpeg = encode_jpeg(released, policy.jpeg_quality)
-    return PreparedImage(digest, size, release, image, jpeg, dict(blurred))
+    return PreparedImage(digest, size, release, image, jpeg, blurred)
 
 
-def provenance_fields(uri: str, sha256: str, source_size: tuple[int, int], blurred: dict[str, int]) -> dict[str, Any]:
+def blur_counts(blurred_regions: list[dict[str, Any]]) -> dict[str, int]:
+    """The number of `blurred_regions` of each kind of BLURRED_KINDS (0 when none)."""
+    counts = Counter({kind: 0 for kind in BLURRED_KINDS})
+    counts.update(region["kind"] for region in blurred_regions)
+    return dict(counts)
+
+
+def provenance_fields(
+    uri: str, sha256: str, source_size: tuple[int, int], blurred_regions: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The extra image fields of a released record, before the input's metadata: where the image
-    came from, the source's sha256 and (height, width), and the regions blurred in it."""
+    came from, the source's sha256 and (height, width), and the regions blurred in it (their
+    counts by kind, and the regions themselves as `PreparedImage.blurred_regions` gives them)."""
     height, width = source_size
+    blurred = blur_counts(blurred_regions)
     return {
         "source": uri,
         "source_sha256": sha256,
         "source_width": width,
         "source_height": height,
         **{f"blurred_{kind}s": blurred[kind] for kind in BLURRED_KINDS},
+        "blurred_regions": blurred_regions,
     }
 
 

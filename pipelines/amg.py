@@ -1,6 +1,6 @@
 """Automatic masks for every image under an input URI, released as an SA-1B-style dataset.
 
-    python pipelines/amg.py --input photos/ --output out/release
+    sa-engine amg --input photos/ --output out/release
     ray job submit --working-dir . -- python pipelines/amg.py --config cluster_job.yaml
 
 Run directly, it starts an embedded local Ray and uses the shipped `sae_tiny` model; under
@@ -19,8 +19,8 @@ the card and `_SUCCESS`. A finished release is left as it is.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -32,17 +32,20 @@ if __package__ in (None, ""):  # run as a script (`python pipelines/amg.py`): ma
 
 from curation.card import curation_summary, release_card
 from curation.dedup_table import DedupTable, DedupTableError
-from curation.inputs import InputError, plan_inputs
+from curation.inputs import InputError, metadata_schema, plan_inputs
 from curation.job_plan import PlanMismatchError, load_or_create_plan
 from curation.release import ReleaseWriter, ShardCommit, read_manifest
 from pipelines.amg_config import JobConfig, build_parser, config_from_args, with_gpus
 from pipelines.amg_stages import MaskStage, load_images, make_records, write_shard
+from pipelines.batch_progress import BatchProgress
 from pipelines.job import run_job
 from sam_core.checkpoints import CheckpointError, checkpoint_or_shipped, fetch_checkpoint, file_sha256
 from sam_core.console import stderr_logger
+from sam_core.pace import Pace
 
 if TYPE_CHECKING:
     import ray.data
+    from ray.actor import ActorHandle
 
 PLAN_BLOCK_ROWS = 16
 """Rows per input block: small blocks let the first stage spread over many tasks."""
@@ -78,10 +81,18 @@ def pending_inputs(plan: pa.Table, commits: list[ShardCommit]) -> pa.Table:
 
 
 def build_dataset(
-    rows: pa.Table, config: JobConfig, checkpoint: str | None, checkpoint_sha256: str, dropped: dict[str, str]
+    rows: pa.Table,
+    config: JobConfig,
+    checkpoint: str | None,
+    checkpoint_sha256: str,
+    dropped: dict[str, str],
+    metadata: pa.Schema,
+    tally: ActorHandle | None = None,
 ) -> ray.data.Dataset:
     """The plan over `rows` (PLAN_SCHEMA); the inputs in `dropped` ({uri: reason}) enter as
-    failures of stage "dedup" and are never read."""
+    failures of stage "dedup" and are never read. `metadata`: the whole plan's metadata columns
+    (`curation.inputs.metadata_schema`), the same in every shard's images index. `tally`: the
+    `BatchTally` actor the model stage reports each finished batch to."""
     import ray.data
 
     settings = config.generator_settings()
@@ -121,6 +132,7 @@ def build_dataset(
                 "settings": settings,
                 "options": config.inference_options(),
                 "device": config.device,
+                "tally": tally,
             },
         )
         .map_batches(
@@ -133,7 +145,7 @@ def build_dataset(
             write_shard,
             batch_size=config.shard_size,
             batch_format="numpy",
-            fn_kwargs={"output": config.output, "storage_options": config.storage_options},
+            fn_kwargs={"output": config.output, "storage_options": config.storage_options, "metadata": metadata},
         )
     )
 
@@ -142,7 +154,7 @@ class Progress:
     """One line per committed shard: counts, rate and time left."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.start = total, time.monotonic()
+        self.pace = Pace(total, "inputs")
         self.shards = self.images = self.masks = self.failed = 0
 
     def add(self, row: dict[str, Any]) -> None:
@@ -150,18 +162,15 @@ class Progress:
         self.images += int(row["n_images"])
         self.masks += int(row["n_masks"])
         self.failed += int(row["n_failed"])
-        done = self.images + self.failed
-        rate = done / max(time.monotonic() - self.start, 1e-9)
-        left = (self.total - done) / rate if rate > 0 else float("inf")
         log(
             f"shard {row['shard']} committed ({int(row['n_images'])} images, {int(row['n_failed'])} failed) | "
-            f"{done}/{self.total} inputs, {self.masks} masks, {self.failed} failures | "
-            f"{rate:.2f} images/s | {left / 60:.1f} min left"
+            f"{self.pace.describe(self.images + self.failed)} | "
+            f"{self.images:,} images, {self.masks:,} masks, {self.failed:,} failed in committed shards"
         )
 
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.start
+        return self.pace.seconds
 
 
 def run(config: JobConfig) -> dict[str, Any]:
@@ -169,6 +178,7 @@ def run(config: JobConfig) -> dict[str, Any]:
     writer = ReleaseWriter(config.output, config.storage_options)
     if writer.is_finished():
         log(f"{config.output} is already a finished release; nothing to do")
+        log_next_steps(config)
         return read_manifest(config.output, config.storage_options)
     checkpoint, checkpoint_sha256 = resolve_checkpoint(config)
     dedup = DedupTable.read(config.dedup_table, config.storage_options) if config.dedup_table else None
@@ -189,8 +199,11 @@ def run(config: JobConfig) -> dict[str, Any]:
     )
     progress = Progress(pending.num_rows)
     if pending.num_rows:
-        for row in build_dataset(pending, config, checkpoint, checkpoint_sha256, dropped).iter_rows():
-            progress.add(row)
+        with BatchProgress(pending.num_rows, log) as live:
+            metadata = metadata_schema(plan)
+            dataset = build_dataset(pending, config, checkpoint, checkpoint_sha256, dropped, metadata, live.tally)
+            for row in dataset.iter_rows():
+                progress.add(row)
     return finish(writer, config, plan, checkpoint, checkpoint_sha256, progress, dedup)
 
 
@@ -235,13 +248,33 @@ def finish(
         "preset": config.preset,
         "engine": "sa-engine pipelines/amg.py",
     }
-    manifest = writer.finish(shards, settings, release_card(summary, settings, writer.failure_counts()), summary)
+    failures = writer.failure_counts()
+    manifest = writer.finish(shards, settings, release_card(summary, settings, failures), summary, failures)
     log(
         f"done: {n_images} images released, {n_failed} not released, {n_masks} masks "
         f"({summary['masks_per_image']} per image); this run {summary['last_run_images']} inputs in "
         f"{summary['last_run_seconds']} s ({summary['last_run_images_per_second']} images/s) -> {config.output}"
     )
+    log_next_steps(config)
     return manifest
+
+
+def log_next_steps(config: JobConfig) -> None:
+    """The commands to run next on the release of `config`, one line each."""
+    release = config.output.rstrip("/")
+    # The report is written to a local folder; a keep/drop table may go to any fsspec URI.
+    report = release + "_report" if "://" not in release else release.rsplit("/", 1)[-1] + "_report"
+    options = " --storage-options '<as for this job>'" if config.storage_options else ""
+    log(
+        f"next: sa-engine report --release {shlex.quote(release)} --output {shlex.quote(report)}{options}"
+        "  (the HTML report: masks, geography, the paper's tables and figures)"
+    )
+    if not config.dedup_table:
+        table = shlex.quote(release + "_dedup.parquet")
+        log(
+            f"next: sa-engine dedup --input {shlex.quote(config.input)} --output {table}{options}"
+            f"  (near-duplicates among the inputs; a new release made with --dedup-table {table} leaves them out)"
+        )
 
 
 def run_on_cluster(config: JobConfig) -> dict[str, Any]:

@@ -8,12 +8,8 @@ defaults below. Mask-generator fields go under `generator:` in YAML (any field o
 from __future__ import annotations
 
 import argparse
-import ast
-import inspect
-import itertools
-import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
@@ -24,10 +20,20 @@ from sam_core.amg.crops import useful_long_side
 from sam_core.amg.settings import PRESETS as GENERATOR_PRESETS
 from sam_core.amg.settings import MaskGeneratorSettings
 from sam_core.checkpoints import bundled_generator_overrides
+from sam_core.command_line import STORAGE_OPTIONS_HELP, CommandParser, attribute_help, command_parser, json_object
 from sam_core.inference import InferenceOptions, Precision
 from sam_core.modeling.config import PRESETS as MODEL_PRESETS
 
+DEVICES = ("auto", "cpu", "cuda")
 GENERATOR_FLAGS = ("points_per_side", "points_per_batch", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model": tuple(sorted(MODEL_PRESETS)),
+    "preset": tuple(GENERATOR_PRESETS),
+    "device": DEVICES,
+    "encoder_precision": get_args(Precision),
+    "decoder_precision": get_args(Precision),
+}
+"""The allowed values of the settings that have a fixed set, shown in --help and checked there."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,8 @@ class JobConfig:
     """fsspec options for input and output (e.g. {"client_kwargs": {"endpoint_url": ...}}); never stored."""
     ray_address: str | None = None
     """Ray cluster to join (default: the job's cluster under `ray job submit`, else an embedded local Ray)."""
+    dashboard: bool = True
+    """Start Ray's dashboard on 127.0.0.1 with the embedded local Ray and log its address."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -89,7 +97,7 @@ class JobConfig:
             problems.append(f"model must be one of {', '.join(sorted(MODEL_PRESETS))}, got {self.model!r}")
         if self.preset not in GENERATOR_PRESETS:
             problems.append(f"preset must be one of {', '.join(GENERATOR_PRESETS)}, got {self.preset!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
+        if self.device not in DEVICES:
             problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         for name in ("actors", "batch_size", "shard_size", "release_short_side", "min_side", "max_pixels"):
             if getattr(self, name) < 1:
@@ -155,42 +163,43 @@ class JobConfig:
         }
 
 
-def _parse_json(text: str) -> dict[str, Any]:
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
-
-
-def build_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(description: str) -> CommandParser:
+    """`sa-engine amg`: --config, then a flag for each JobConfig field (the generator's commonest
+    fields and every quality filter among them), its help the field's docstring. Every flag
+    defaults to None, so that only what the user sets is forwarded."""
+    parser = command_parser("amg", description)
     parser.add_argument("--config", help="YAML file with any of the settings below (flags win over it)")
+    docs = attribute_help(JobConfig)
     for f in fields(JobConfig):
         flag = "--" + f.name.replace("_", "-")
-        doc = _field_docs(JobConfig).get(f.name, "")
-        default = "" if f.default is MISSING else f" (default {f.default})"
+        help = docs.get(f.name, "") + ("" if f.default in (MISSING, None) else f" (default: {f.default})")
         if f.name == "generator":
-            for name in GENERATOR_FLAGS:
-                kind = next(g.type for g in fields(MaskGeneratorSettings) if g.name == name)
-                parser.add_argument(
-                    "--" + name.replace("_", "-"),
-                    type=int if kind == "int" else float,
-                    default=None,
-                    help=f"mask generator {name} (default: the preset's)",
-                )
+            _add_generator_flags(parser)
         elif f.name == "filters":
-            for g in fields(QualityFilters):
-                kind = int if "int" in str(g.type) else float
-                help_text = _field_docs(QualityFilters).get(g.name, "")
-                parser.add_argument("--" + g.name.replace("_", "-"), type=kind, default=None, help=help_text)
-        elif f.name in ("deidentify", "compile"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=doc)
+            _add_filter_flags(parser)
+        elif f.name in ("deidentify", "compile", "dashboard"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
         elif f.name == "storage_options":
-            parser.add_argument(flag, type=_parse_json, default=None, help=doc + " As JSON.")
+            parser.add_argument(flag, type=json_object, default=None, help=f"{help} {STORAGE_OPTIONS_HELP}")
         else:
             kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=None, help=doc + default)
+            parser.add_argument(flag, type=kind, choices=CHOICES.get(f.name), default=None, help=help)
     return parser
+
+
+def _add_generator_flags(parser: argparse.ArgumentParser) -> None:
+    kinds = {g.name: g.type for g in fields(MaskGeneratorSettings)}
+    for name in GENERATOR_FLAGS:
+        kind = int if kinds[name] == "int" else float
+        help = f"mask generator {name} (default: the preset's, or what suits the shipped weights)"
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=help)
+
+
+def _add_filter_flags(parser: argparse.ArgumentParser) -> None:
+    docs = attribute_help(QualityFilters)
+    for g in fields(QualityFilters):
+        kind = int if "int" in str(g.type) else float
+        parser.add_argument("--" + g.name.replace("_", "-"), type=kind, default=None, help=docs.get(g.name, ""))
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -217,16 +226,6 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     if missing:
         raise ValueError(f"missing required settings: {', '.join('--' + m for m in missing)}")
     return JobConfig(**values)
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of the dataclass `cls`, read from its source (one place for help and docs)."""
-    tree = ast.parse(inspect.getsource(cls))
-    docs, body = {}, tree.body[0].body
-    for node, after in itertools.pairwise(body):
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(after.value.value).split())
-    return docs
 
 
 def with_gpus(config: JobConfig, cluster_gpus: float) -> JobConfig:

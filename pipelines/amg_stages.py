@@ -21,14 +21,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from curation.filters import QualityFilters, apply_filters
 from curation.inputs import InputFailure, read_input
-from curation.records import image_entry
+from curation.records import image_entry, with_annotation_ids
 from curation.release import ReleaseImage, ReleaseWriter
 from curation.release_images import (
     BLURRED_KINDS,
@@ -38,10 +39,14 @@ from curation.release_images import (
     prepare_image,
     provenance_fields,
 )
+from pipelines.batch_progress import report_batch
 from sam_core.amg import MaskGenerator, MaskGeneratorSettings
 from sam_core.amg.cleanup import finish_records
 from sam_core.checkpoints import load_sam
 from sam_core.inference import InferenceOptions
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
 
 Batch = dict[str, np.ndarray]
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
@@ -71,10 +76,10 @@ def _replace_column(batch: Batch, old: str, new: str, values: list[Any], stages:
 def load_images(
     batch: Batch, storage_options: dict[str, Any], policy: ReleaseImagePolicy, model_long_side: int
 ) -> Batch:
-    """Adds sha256, source_size, release_size (height, width), model_image,
-    release_jpeg, blurred_faces and blurred_plates (see `prepare_image`; `model_long_side`: the
-    longest side the crop layout needs); a row whose bytes cannot be read or decoded gets stage
-    "read" or "decode"."""
+    """Adds sha256, source_size, release_size (height, width), model_image, release_jpeg,
+    blurred_faces, blurred_plates and blurred_regions (JSON text) (see `prepare_image`;
+    `model_long_side`: the longest side the crop layout needs); a row whose bytes cannot be read
+    or decoded gets stage "read" or "decode"."""
     prepare = partial(prepare_image, policy=policy, model_long_side=model_long_side)
     stages, errors = list(batch["stage"]), list(batch["error"])
     prepared: list[PreparedImage | None] = []
@@ -102,6 +107,7 @@ def load_images(
             f"blurred_{kind}s": np.array([p.blurred[kind] if p else 0 for p in prepared], dtype=np.int64)
             for kind in BLURRED_KINDS
         },
+        "blurred_regions": np.array([json.dumps(p.blurred_regions if p else []) for p in prepared], dtype=object),
     }
 
 
@@ -111,7 +117,8 @@ class MaskStage:
     Drops `model_image` and adds `annotations`: a JSON list of SA-1B annotation records at the
     model size, before the CPU-side clean-up that `make_records` applies. The images of a batch
     are proposed together (their crops share encoder batches); when that raises, each image is
-    tried alone, so only the image at fault gets stage "generate" with the error.
+    tried alone, so only the image at fault gets stage "generate" with the error. Each finished
+    batch's counts go to `tally` (a `pipelines.batch_progress.BatchTally` actor; None: nowhere).
     """
 
     def __init__(
@@ -122,7 +129,9 @@ class MaskStage:
         settings: MaskGeneratorSettings,
         options: InferenceOptions,
         device: str,
+        tally: ActorHandle | None = None,
     ) -> None:
+        self.tally = tally
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         sam = load_sam(model, checkpoint, expected_sha256=checkpoint_sha256 or None).to(device)
@@ -141,13 +150,15 @@ class MaskStage:
                 except Exception as error:  # noqa: BLE001 - one image's failure must not end the job
                     stages[i], errors[i] = "generate", f"{type(error).__name__}: {error}"
         annotations = [json.dumps(found.get(i, []), separators=(",", ":")) for i in range(len(stages))]
+        report_batch(self.tally, len(found), len(stages) - len(found), sum(map(len, found.values())))
         return _replace_column(batch, "model_image", "annotations", annotations, stages, errors)
 
 
 def make_records(batch: Batch, settings: MaskGeneratorSettings, filters: QualityFilters) -> Batch:
     """Replaces `annotations` by `record`: the SA-1B JSON at the release size, after the mask
-    generator's clean-up and coverage filter and the quality `filters`, with the provenance and
-    the input's metadata in the image entry. Adds `tallies` (JSON: masks and images each filter
+    generator's clean-up and coverage filter and the quality `filters`, with release-wide
+    annotation ids (`curation.records.with_annotation_ids`) and the provenance and the input's
+    metadata in the image entry. Adds `tallies` (JSON: masks and images each filter
     removed, regions blurred); an image an image filter drops gets stage "filter" with the reason."""
     records, tallies, stages, errors = [], [], list(batch["stage"]), list(batch["error"])
     for i in range(len(batch["uri"])):
@@ -176,17 +187,21 @@ def _record(
     blurred = {kind: int(batch[f"blurred_{kind}s"][i]) for kind in BLURRED_KINDS}
     source_size = tuple(int(v) for v in batch["source_size"][i])
     extra = {
-        **provenance_fields(str(batch["uri"][i]), str(batch["sha256"][i]), source_size, blurred),
+        **provenance_fields(
+            str(batch["uri"][i]), str(batch["sha256"][i]), source_size, json.loads(batch["blurred_regions"][i])
+        ),
         **json.loads(batch["metadata"][i]),
     }
-    entry = image_entry(int(batch["image_id"][i]), release_size, extra)
-    record = json.dumps({"image": entry, "annotations": kept.annotations}, separators=(",", ":"))
+    image_id = int(batch["image_id"][i])
+    entry = image_entry(image_id, release_size, extra)
+    annotations = with_annotation_ids(image_id, kept.annotations)
+    record = json.dumps({"image": entry, "annotations": annotations}, separators=(",", ":"))
     return record, {**kept.tallies(), **blur_tallies(blurred)}, "", ""
 
 
-def write_shard(batch: Batch, output: str, storage_options: dict[str, Any]) -> Batch:
+def write_shard(batch: Batch, output: str, storage_options: dict[str, Any], metadata: pa.Schema) -> Batch:
     """Commits the batch as one shard named after its smallest image id, with its summed curation
-    tallies; returns one row (shard, n_images, n_masks, n_failed, bytes) for the driver's
+    tallies and the release's `metadata` columns in its images index; returns one row (shard, n_images, n_masks, n_failed, bytes) for the driver's
     progress and summary."""
     images, failures, tallies = [], [], Counter[str]()
     for i in range(len(batch["uri"])):
@@ -203,7 +218,7 @@ def write_shard(batch: Batch, output: str, storage_options: dict[str, Any]) -> B
         else:
             images.append(ReleaseImage(json.loads(batch["record"][i]), bytes(batch["release_jpeg"][i])))
     writer = ReleaseWriter(output, storage_options)
-    commit = writer.commit_shard(int(np.min(batch["image_id"])), images, failures, dict(tallies))
+    commit = writer.commit_shard(int(np.min(batch["image_id"])), images, failures, dict(tallies), metadata)
     return {
         "shard": np.array([commit.name], dtype=object),
         "n_images": np.array([commit.shard.n_images if commit.shard else 0]),

@@ -1,7 +1,7 @@
 """Near-duplicate removal before the masks: a keep/drop table for every image under an input URI.
 
-    python pipelines/dedup.py --input photos/ --output out/dedup.parquet
-    python pipelines/amg.py --input photos/ --output out/release --dedup-table out/dedup.parquet
+    sa-engine dedup --input photos/ --output out/dedup.parquet
+    sa-engine amg --input photos/ --output out/release --dedup-table out/dedup.parquet
 
 A perceptual hash of every image is computed in Ray tasks on CPUs; the hashes are then gathered
 on the driver (8 bytes each: 88 MB for 11M images), searched exactly for every pair within
@@ -15,7 +15,6 @@ Like amg.py, it runs on an embedded local Ray directly and joins the cluster und
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -34,10 +33,11 @@ from curation.dedup_table import dedup_table_bytes
 from curation.images import MAX_PIXELS, MIN_SIDE
 from curation.inputs import InputError, InputFailure, plan_inputs, read_input
 from pipelines.job import run_job
+from sam_core.command_line import add_storage_options, command_parser
 from sam_core.console import stderr_logger
+from sam_core.pace import Pace, duration
 
 BLOCK_ROWS = 64
-PROGRESS_EVERY_SECONDS = 10.0
 
 
 log = stderr_logger("dedup")
@@ -71,14 +71,13 @@ def signatures(uris: list[str], storage_options: dict[str, Any], limits: dict[st
         batch_format="numpy",
         fn_kwargs={"storage_options": storage_options, **limits},
     )
-    parts, done, start, last = [], 0, time.monotonic(), 0.0
+    parts, done, unreadable, pace = [], 0, 0, Pace(len(uris), "images")
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         parts.append(batch)
         done += len(batch["uri"])
-        elapsed = time.monotonic() - start
-        if elapsed - last >= PROGRESS_EVERY_SECONDS or done == len(uris):
-            last = elapsed
-            log(f"hashed {done}/{len(uris)} images, {done / max(elapsed, 1e-9):.1f} images/s")
+        unreadable += int(np.count_nonzero(batch["error"] != ""))
+        if pace.due(done):
+            log(f"hashed {pace.describe(done)} | {unreadable:,} unreadable")
     found = {key: np.concatenate([p[key] for p in parts]) for key in ("uri", "hash", "pixels", "error")}
     order = np.argsort(found["uri"], kind="stable")  # Ray Data may deliver blocks out of order
     by_uri = {key: value[order] for key, value in found.items()}
@@ -88,18 +87,20 @@ def signatures(uris: list[str], storage_options: dict[str, Any], limits: dict[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("dedup", __doc__)
     parser.add_argument("--input", required=True, help="images: a folder or glob on any fsspec filesystem, or a "
-                        "Parquet/CSV manifest with a `uri` column (the same as amg.py's --input)")  # fmt: skip
+                        "Parquet/CSV manifest with a `uri` column (the same as amg's --input)")  # fmt: skip
     parser.add_argument("--output", required=True, help="where the keep/drop table (Parquet) goes")
     parser.add_argument("--max-distance", type=int, default=DEFAULT_MAX_DISTANCE,
                         help=f"images whose hashes differ in at most this many of 64 bits are near-duplicates "
-                        f"(0..{MAX_SEARCH_DISTANCE}, default {DEFAULT_MAX_DISTANCE})")  # fmt: skip
+                        f"(0..{MAX_SEARCH_DISTANCE})")  # fmt: skip
     parser.add_argument("--min-side", type=int, default=MIN_SIDE, help="smaller images are marked unreadable")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help="images whose header claims more pixels are marked unreadable, undecoded")  # fmt: skip
-    parser.add_argument("--storage-options", type=json.loads, default={}, help="fsspec options as JSON")
+    add_storage_options(parser)
     parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: embedded local Ray)")
+    parser.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
+                        help="start Ray's dashboard on 127.0.0.1 with the embedded local Ray and log its address")  # fmt: skip
     return parser
 
 
@@ -109,7 +110,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log(f"hashing {plan.num_rows} inputs")
     uris = plan["uri"].to_pylist()
     found = signatures(uris, args.storage_options, {"max_pixels": args.max_pixels, "min_side": args.min_side})
+    log(f"grouping {plan.num_rows:,} hashes: every pair within {args.max_distance} bits")
+    start = time.monotonic()
     table = decide(list(found["uri"]), found["hash"], found["pixels"], list(found["error"]), args.max_distance)
+    log(f"grouped in {duration(time.monotonic() - start)}")
     settings = {
         "method": f"a 64-bit windowed low-frequency DCT hash, pairs within {args.max_distance} Hamming bits "
         "(exact multi-index search), clusters = connected components, kept: most pixels, then smallest URI",

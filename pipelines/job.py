@@ -1,5 +1,5 @@
 """The frame of every Ray job's command line: parse, build the settings, join Ray, run, and
-turn the errors a user can fix into one line and exit status 2 (bad flags exit 2 through argparse)."""
+turn the errors a user can fix into one line `error: ...` and exit status 2, as bad flags are."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from pipelines.ray_session import connect
+from sam_core.command_line import input_error
+from sam_core.console import configure_logging
 
 
 class JobSettings(Protocol):
     ray_address: str | None
     """The Ray cluster to join; None: the job's cluster under `ray job submit`, else an embedded local Ray."""
+    dashboard: bool
+    """Whether an embedded local Ray starts its dashboard (on 127.0.0.1)."""
 
 
 Settings = TypeVar("Settings", bound=JobSettings)
@@ -27,17 +31,17 @@ def run_job(
     log: Callable[[str], None],
 ) -> int:
     """Parse `argv`, build the job's settings with `configure` (its ValueError or OSError is a
-    usage error), connect to Ray and `run`; one of `known_errors` is logged as `error: ...` and
+    usage error), connect to Ray and `run`; one of `known_errors` is said as `error: ...` and
     gives exit status 2. Returns the exit status."""
     args = parser.parse_args(argv)
+    configure_logging()
     try:
         settings = configure(args)
     except (ValueError, OSError) as error:
         parser.error(str(error))
-    connect(settings.ray_address, log)
+    connect(settings.ray_address, log, settings.dashboard)
     try:
         run(settings)
     except known_errors as error:
-        log(f"error: {error}")
-        return 2
+        return input_error(str(error))
     return 0

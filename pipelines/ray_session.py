@@ -6,9 +6,10 @@ import os
 from collections.abc import Callable
 
 
-def connect(ray_address: str | None, log: Callable[[str], None]) -> None:
+def connect(ray_address: str | None, log: Callable[[str], None], dashboard: bool = True) -> None:
     """`ray.init` on `ray_address`, on RAY_ADDRESS (which `ray job submit` sets), or, when neither
-    is given, on an embedded single-machine Ray whose servers listen on 127.0.0.1 only."""
+    is given, on an embedded single-machine Ray whose servers listen on 127.0.0.1 only, with
+    Ray's dashboard (unless `dashboard` is False) on 127.0.0.1 too, its address logged."""
     embedded = not (ray_address or os.environ.get("RAY_ADDRESS"))
     if embedded:
         # Ray's single-machine mode, read when ray is imported: its servers bind to 127.0.0.1 only.
@@ -17,12 +18,29 @@ def connect(ray_address: str | None, log: Callable[[str], None]) -> None:
 
     if embedded:
         log("no Ray cluster given: starting an embedded local Ray on 127.0.0.1")
-        ray.init(address="local", include_dashboard=False)
+        started = ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1")
+        if dashboard:
+            log(dashboard_line(started.dashboard_url))
     else:
         ray.init(address=ray_address)
     context = ray.data.DataContext.get_current()
+    # The jobs log their own progress lines (images, masks, failures; pipelines/batch_progress.py),
+    # which read the same in a terminal and in the log file of `ray job submit`. Ray Data's bars
+    # count rows per operator, not images, masks and failures; in a terminal they redraw in place
+    # among the worker output Ray forwards here, and without one they log a block of lines per
+    # operator every 10 s. So they stay off.
     context.enable_progress_bars = False
     # Ray Data (2.60) fails a run in which no block moves for 30 min. One model call can take
     # longer (vit_h with the sa1b preset on a CPU, a CPU shared with other work), and the job shows
-    # its own progress per committed shard, so that timeout is off.
+    # its own progress per batch and per committed shard, so that timeout is off.
     context.execution_no_progress_timeout_s = -1
+
+
+def dashboard_line(url: str | None) -> str:
+    """Where the embedded Ray's dashboard is (`url`: host:port, empty when it did not start)."""
+    if not url:
+        return "Ray's dashboard did not start (Ray's own log above says why); the job runs on without it"
+    # Ray turns token authentication on for a new local Ray unless RAY_AUTH_MODE says otherwise,
+    # and then sets RAY_AUTH_MODE=token in this process.
+    token = os.environ.get("RAY_AUTH_MODE") == "token"
+    return f"Ray dashboard: http://{url}" + (" (it asks for the token `ray get-auth-token` prints)" if token else "")

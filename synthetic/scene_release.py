@@ -1,8 +1,9 @@
 """A release of generated scenes (`synthetic.scenes`) in the project's release format.
 
-    python -m synthetic.scene_release --out out/scenes/train --seed 1 --count 4000
+    sa-engine scenes --output out/scenes/train --seed 1 --count 4000
 
-Scene `i` of a release gets image id `first_id + i`; shards of `shard_size` scenes are
+Scene `i` of a release gets image id `first_id + i`, its masks release-wide annotation ids
+(`curation.records.with_annotation_ids`; `parent_id` names the parent's id, -1 for none); shards of `shard_size` scenes are
 generated in parallel processes. Ground-truth annotations carry no model scores:
 `predicted_iou` and `stability_score` are null, `crop_box` is the whole image, and
 `point_coords` holds the mask pixel farthest from its boundary.
@@ -10,7 +11,6 @@ generated in parallel processes. Ground-truth annotations carry no model scores:
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import sys
@@ -21,8 +21,10 @@ from typing import Any
 import torch
 
 from curation.images import encode_jpeg
-from curation.records import image_entry
+from curation.records import image_entry, with_annotation_ids
 from curation.release import ReleaseImage, ReleaseWriter, ShardSummary
+from sam_core.command_line import command_parser, input_error
+from sam_core.console import configure_logging
 from sam_core.mask_ops import annotation_fields, interior_point
 from synthetic.scenes import SceneSettings, generate_scene
 
@@ -33,19 +35,22 @@ def scene_record(image_id: int, seed: int, index: int, settings: SceneSettings) 
     """Scene `index` of series `seed` as a release image with SA-1B annotations."""
     scene = generate_scene(seed, index, settings)
     height, width = scene.image.shape[:2]
-    annotations = [
-        {
-            "id": i,
-            **fields,
-            "predicted_iou": None,
-            "stability_score": None,
-            "crop_box": [0.0, 0.0, float(width), float(height)],
-            "point_coords": [list(interior_point(scene.masks[i]))],
-            "kind": scene.kinds[i],
-            "parent_id": scene.parents[i],
-        }
-        for i, fields in enumerate(annotation_fields(torch.from_numpy(scene.masks)))
-    ]
+    annotations = with_annotation_ids(
+        image_id,
+        [
+            {
+                **fields,
+                "predicted_iou": None,
+                "stability_score": None,
+                "crop_box": [0.0, 0.0, float(width), float(height)],
+                "point_coords": [list(interior_point(scene.masks[i]))],
+                "kind": scene.kinds[i],
+            }
+            for i, fields in enumerate(annotation_fields(torch.from_numpy(scene.masks)))
+        ],
+    )
+    for annotation, parent in zip(annotations, scene.parents, strict=True):
+        annotation["parent_id"] = annotations[parent]["id"] if parent >= 0 else -1
     record = {
         "image": image_entry(image_id, (height, width), {"source": f"scene:{seed}:{index}"}),
         "annotations": annotations,
@@ -57,7 +62,10 @@ def _write_shard(
     out: str, shard: int, seed: int, indexes: range, first_id: int, settings: SceneSettings
 ) -> ShardSummary:
     images = [scene_record(first_id + i, seed, i, settings) for i in indexes]
-    return ReleaseWriter(out).write_shard(shard, images)
+    writer = ReleaseWriter(out)
+    summary = writer.write_shard(shard, images)
+    writer.write_failures(summary.name, [])  # none: a failures file per shard, as the job's releases have
+    return summary
 
 
 def scene_card(count: int, seed: int, settings: SceneSettings, n_masks: int) -> str:
@@ -111,26 +119,29 @@ def write_scene_release(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     print(file=sys.stderr)
-    writer.write_failures("generation", [])
     n_masks = sum(s.n_masks for s in shards)
     settings_record = {"generator": "synthetic.scenes", "seed": seed, "first_id": first_id, **asdict(settings)}
     return writer.finish(shards, settings_record, scene_card(count, seed, settings, n_masks))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="release prefix: a local folder or any fsspec URI")
+    parser = command_parser("scenes", __doc__)
+    parser.add_argument("--output", required=True, help="release prefix: a local folder or any fsspec URI")
     parser.add_argument("--count", type=int, required=True, help="number of scenes")
     parser.add_argument("--seed", type=int, required=True, help="series seed; scene i of a seed never changes")
-    parser.add_argument("--first-id", type=int, default=0, help="image id of scene 0 (default 0)")
-    parser.add_argument("--shard-size", type=int, default=500, help="scenes per tar shard (default 500)")
+    parser.add_argument("--first-id", type=int, default=0, help="image id of scene 0")
+    parser.add_argument("--shard-size", type=int, default=500, help="scenes per tar shard")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
     args = parser.parse_args(argv)
-    manifest = write_scene_release(
-        args.out, args.count, args.seed, args.shard_size, args.first_id, workers=args.workers
-    )
+    configure_logging()
+    try:
+        manifest = write_scene_release(
+            args.output, args.count, args.seed, args.shard_size, args.first_id, workers=args.workers
+        )
+    except (ValueError, OSError) as error:  # ReleaseError included
+        return input_error(str(error))
     print(
-        f"{manifest['n_images']} scenes, {manifest['n_masks']} masks in {len(manifest['shards'])} shards -> {args.out}"
+        f"{manifest['n_images']} scenes, {manifest['n_masks']} masks in {len(manifest['shards'])} shards -> {args.output}"
     )
     return 0
 

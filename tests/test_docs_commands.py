@@ -1,10 +1,11 @@
 """Every command in the README and the docs is one that runs today.
 
 The fenced shell blocks of README.md, docs/*.md, benchmarks/README.md and the model card are read; each command
-that runs `python -m MODULE`, `python PATH.py` (also `.venv/bin/python`, and after `ray job submit
-... --`) or `make TARGET` is one test case: the module or file exists, and every `--flag` the
-command uses appears in the module's own `--help`, which is produced in this process (one import
-per module, no subprocess). Relative links between the pages are checked too.
+that runs `sa-engine SUBCOMMAND` (also `.venv/bin/sa-engine`), `python -m MODULE`, `python PATH.py`
+(also `.venv/bin/python`, and after `ray job submit ... --`) or `make TARGET` is one test case: the
+subcommand, module or file exists, and every `--flag` the command uses appears in its own `--help`,
+which is produced in this process (one import per module, no subprocess). Relative links between
+the pages are checked too.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ MIN_COMMANDS = 30
 """The pages hold about 45 commands today; far fewer means the extraction broke."""
 
 PYTHON = re.compile(r"(?:.*/)?python(?:3(?:\.\d+)?)?")
+CONSOLE = re.compile(r"(?:.*/)?sa-engine")
+"""The console command; its `--help` comes from `sa_engine.cli`, the module it runs."""
 CONTROL = re.compile(r"[();<>|&]+")
 """A shell control operator or redirection: it ends one simple command."""
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*")
@@ -48,7 +51,8 @@ class Command:
     doc: str
     line: int
     text: str
-    kind: str  # "module" (python -m), "path" (python file.py), "script" (bash file.sh), "make", or "unparsable"
+    kind: str  # "console" (sa-engine), "module" (python -m), "path" (python file.py), "script" (bash file.sh),
+    # "make", or "unparsable"
     target: str
     args: tuple[str, ...] = field(default=())
 
@@ -115,7 +119,7 @@ def simple_commands(words: list[str]) -> list[list[str]]:
 
 def starts_with_command(words: list[str]) -> bool:
     rest = [w for w in words if not ASSIGNMENT.fullmatch(w)] or [""]
-    return bool(PYTHON.fullmatch(rest[0])) or rest[0] in ("make", "bash")
+    return bool(PYTHON.fullmatch(rest[0]) or CONSOLE.fullmatch(rest[0])) or rest[0] in ("make", "bash")
 
 
 def commands_in(words: list[str], doc: str, line: int, text: str) -> list[Command]:
@@ -130,6 +134,9 @@ def commands_in(words: list[str], doc: str, line: int, text: str) -> list[Comman
             found.append(Command(doc, line, text, "script", programs[1], tuple(programs[2:])))
             continue
         for index, word in enumerate(command):
+            if CONSOLE.fullmatch(word):
+                found.append(Command(doc, line, text, "console", "sa_engine.cli", tuple(command[index + 1 :])))
+                break
             if not PYTHON.fullmatch(word):
                 continue
             rest = command[index + 1 :]
@@ -175,7 +182,7 @@ def flags(args: tuple[str, ...]) -> list[str]:
 def module_for(command: Command) -> str:
     """The module whose --help names the command's flags; a script X.sh hands its flags to the
     module X.py beside it."""
-    if command.kind == "module":
+    if command.kind in ("module", "console"):
         assert importlib.util.find_spec(command.target) is not None, f"no module {command.target}"
         return command.target
     path = ROOT / command.target
@@ -187,12 +194,12 @@ def module_for(command: Command) -> str:
 
 
 @functools.cache
-def help_text(module_name: str, subcommand: str | None = None) -> str:
-    """What `python -m MODULE [SUBCOMMAND] --help` prints, produced in this process."""
+def help_text(module_name: str, *subcommands: str) -> str:
+    """What `python -m MODULE [SUBCOMMAND ...] --help` prints, produced in this process."""
     module = importlib.import_module(module_name)
     main = getattr(module, "main", None)
     assert callable(main), f"{module_name} has no main()"
-    argv = [subcommand, "--help"] if subcommand else ["--help"]
+    argv = [*subcommands, "--help"]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -230,7 +237,7 @@ def test_the_pages_hold_commands():
     assert all(path.exists() for path in DOCS), [str(p) for p in DOCS if not p.exists()]
     kinds = {command.kind for command in ALL_COMMANDS}
     assert len(ALL_COMMANDS) >= MIN_COMMANDS, f"only {len(ALL_COMMANDS)} commands found"
-    assert {"module", "path", "make"} <= kinds, kinds
+    assert {"console", "module", "path", "make"} <= kinds, kinds
 
 
 @pytest.mark.parametrize("command", ALL_COMMANDS, ids=[command.id for command in ALL_COMMANDS])
@@ -240,10 +247,11 @@ def test_command_runs_today(command: Command):
         assert command.target in make_targets(), f"the Makefile has no target {command.target!r}"
         return
     module = module_for(command)
+    subcommands: tuple[str, ...] = ()
     help = help_text(module)
-    subcommand = subcommand_of(help, command.args)
-    if subcommand:
-        help = help_text(module, subcommand)
+    while subcommand := subcommand_of(help, command.args[len(subcommands) :]):  # e.g. sa-engine audit export
+        subcommands += (subcommand,)
+        help = help_text(module, *subcommands)
     missing = [flag for flag in flags(command.args) if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help)]
     assert not missing, f"{command.text.strip()}\n{module} has no {', '.join(missing)}"
 

@@ -10,8 +10,20 @@ import pytest
 
 from tests.conftest import REPO
 
-FIRST_PARTY = {"sam_core", "curation", "synthetic", "analysis", "pipelines", "tools", "parity", "tests", "benchmarks"}
+FIRST_PARTY = {
+    "sa_engine",
+    "sam_core",
+    "curation",
+    "synthetic",
+    "analysis",
+    "pipelines",
+    "tools",
+    "parity",
+    "tests",
+    "benchmarks",
+}
 MAY_IMPORT = {
+    "sa_engine": {"sa_engine", "pipelines", "tools", "analysis", "synthetic", "curation", "sam_core"},
     "sam_core": {"sam_core"},
     "curation": {"curation", "sam_core"},
     "synthetic": {"synthetic", "curation", "sam_core"},
@@ -21,7 +33,7 @@ MAY_IMPORT = {
     "parity": {"parity", "sam_core"},
 }
 """Each package and the first-party packages its modules may import (itself included)."""
-WITHOUT_RAY = {"sam_core", "curation", "synthetic", "analysis", "tools", "parity"}
+WITHOUT_RAY = {"sa_engine", "sam_core", "curation", "synthetic", "analysis", "tools", "parity"}
 
 
 def _imported_roots(path: Path) -> set[str]:

@@ -1,7 +1,7 @@
 """Segment one photo and write an overlay PNG: the three masks for one point, or all automatic masks.
 
-    python -m tools.demo --image photo.jpg --out overlay.png [--automatic]
-    python -m tools.demo --image photo.jpg --out overlay.png --model vit_b --checkpoint vit_b
+    sa-engine demo --image photo.jpg --output overlay.png [--automatic]
+    sa-engine demo --image photo.jpg --output overlay.png --model vit_b --checkpoint vit_b
 
 By default the project's own small model (`sae_tiny`) runs with its shipped weights. A
 published architecture without --checkpoint keeps random initial weights: the run exercises
@@ -10,7 +10,6 @@ the whole path but its masks carry no meaning, and it says so.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from PIL import Image, ImageDraw
 
 from sam_core.amg import MaskGenerator, MaskGeneratorSettings
 from sam_core.checkpoints import CheckpointError, bundled_generator_overrides, checkpoint_or_shipped, load_sam
-from sam_core.console import stderr_line
+from sam_core.command_line import command_parser, input_error
+from sam_core.console import configure_logging, stderr_line
 from sam_core.predictor import SamPredictor
 from tools.model_flags import SHIPPED_OR_GIVEN, add_model_arguments
 
@@ -63,14 +63,14 @@ def draw_automatic_overlay(image: np.ndarray, records: list[dict]) -> Image.Imag
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("demo", __doc__)
     parser.add_argument("--image", required=True, type=Path, help="photo to segment (any format PIL reads)")
-    parser.add_argument("--out", required=True, type=Path, help="overlay PNG to write")
+    parser.add_argument("--output", required=True, type=Path, help="overlay PNG to write")
     add_model_arguments(parser, SHIPPED_OR_GIVEN)
     parser.add_argument("--point", help="x,y of a foreground point in pixels (default: the image centre)")
     parser.add_argument("--automatic", action="store_true", help="draw all automatic masks (official preset)")
     parser.add_argument(
-        "--points-per-side", type=int, help="automatic masks: grid points per side (default: the preset's 32)"
+        "--points-per-side", type=int, help="automatic masks: grid points per side (default: the preset's, 32)"
     )
     parser.add_argument(
         "--pred-iou-thresh",
@@ -82,13 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="automatic masks: stability filter (default: the preset's, or what suits shipped weights)",
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     args = parser.parse_args(argv)
+    configure_logging()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     try:
         image = np.asarray(Image.open(args.image).convert("RGB"))
     except (OSError, ValueError) as error:
-        parser.error(f"cannot read image {args.image}: {error}")
+        return input_error(f"cannot read image {args.image}: {error}")
     given = {
         "points_per_side": args.points_per_side,
         "pred_iou_thresh": args.pred_iou_thresh,
@@ -106,21 +108,20 @@ def main(argv: list[str] | None = None) -> int:
 
     args.checkpoint = checkpoint_or_shipped(args.model, args.checkpoint, stderr_line)
     try:
-        model = load_sam(args.model, args.checkpoint).to(args.device)
+        model = load_sam(args.model, args.checkpoint).to(device)
     except CheckpointError as error:
-        stderr_line(f"error: {error}")
-        return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+        return input_error(str(error))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.automatic:
         start = time.perf_counter()
         overrides = bundled_generator_overrides(args.model) if args.checkpoint == args.model else {}
         overrides.update(given)
         settings = MaskGeneratorSettings.preset("official", **overrides)
         records = MaskGenerator(model, settings).generate(image, with_masks=True)
-        draw_automatic_overlay(image, records).save(args.out)
+        draw_automatic_overlay(image, records).save(args.output)
         print(
             f"{args.image.name}: {w}x{h}, {len(records)} automatic masks in {time.perf_counter() - start:.1f}s "
-            f"on {args.device}; wrote {args.out}"
+            f"on {device}; wrote {args.output}"
         )
         return 0
     predictor = SamPredictor(model)
@@ -129,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     embedded = time.perf_counter()
     result = predictor.predict(np.array([point]), np.array([1]), multimask_output=True)
     done = time.perf_counter()
-    draw_overlay(image, result.masks, result.iou_predictions, point).save(args.out)
+    draw_overlay(image, result.masks, result.iou_predictions, point).save(args.output)
     print(
         f"{args.image.name}: {w}x{h}, point {point}, "
         f"predicted IoUs {[round(float(s), 3) for s in result.iou_predictions]}, "
         f"mask areas {result.masks.reshape(len(result.masks), -1).sum(1).tolist()} px; "
-        f"embed {embedded - start:.2f}s, decode {done - embedded:.3f}s on {args.device}; wrote {args.out}"
+        f"embed {embedded - start:.2f}s, decode {done - embedded:.3f}s on {device}; wrote {args.output}"
     )
     return 0
 

@@ -1,6 +1,6 @@
 """Evaluate a SAM on a release with ground-truth masks (e.g. held-out generated scenes).
 
-    python -m tools.evaluate_sam --release out/scenes/heldout --model sae_tiny --max-images 100
+    sa-engine evaluate --release out/scenes/heldout --model sae_tiny --max-images 100
 
 Prints and optionally writes (--json) single-point mIoU (top-ranked and best of three, the
 latter also by object size, beside the ground truth's own IoU after a round trip through the
@@ -14,7 +14,6 @@ the position tables of weights made for the preset's (zero-shot, no training).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, replace
@@ -23,10 +22,12 @@ from itertools import islice
 import numpy as np
 
 from curation.images import decode_image
+from curation.record_size import RecordSizeError, conform
 from curation.release import iter_release
 from sam_core.amg.generator import MaskGenerator
 from sam_core.checkpoints import load_sam
-from sam_core.console import stderr_line
+from sam_core.command_line import command_parser, input_error
+from sam_core.console import configure_logging, stderr_line
 from sam_core.mask_ops import decode_rle
 from sam_core.predictor import SamPredictor
 from sam_core.training.evaluation import PROPOSAL_SETTINGS, GroundTruthImage, proposal_recall, single_point_miou
@@ -34,9 +35,12 @@ from tools.model_flags import RESAMPLED, SHIPPED_OR_GIVEN, add_model_arguments, 
 
 
 def ground_truth_images(release: str, limit: int | None) -> list[GroundTruthImage]:
+    """The first `limit` images of a release with their ground-truth masks. A record whose size
+    disagrees with its JPEG stops the evaluation with a RecordSizeError naming it: figures over a
+    silently smaller or rescaled set would not compare with other evaluations of the release."""
     images = []
     for item in islice(iter_release(release), limit):
-        annotations = item.record["annotations"]
+        annotations = conform(item).record["annotations"]
         masks = np.stack([decode_rle(a["segmentation"]) for a in annotations]) if annotations else None
         pixels = decode_image(item.image_bytes)
         if masks is None:
@@ -46,21 +50,34 @@ def ground_truth_images(release: str, limit: int | None) -> list[GroundTruthImag
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("evaluate", __doc__)
     parser.add_argument("--release", required=True, help="release with ground-truth masks (any fsspec URI)")
     add_model_arguments(parser, SHIPPED_OR_GIVEN, RESAMPLED)
     parser.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
-    parser.add_argument("--points-per-side", type=int, default=PROPOSAL_SETTINGS.points_per_side)
-    parser.add_argument("--pred-iou-thresh", type=float, default=PROPOSAL_SETTINGS.pred_iou_thresh)
-    parser.add_argument("--stability-score-thresh", type=float, default=PROPOSAL_SETTINGS.stability_score_thresh)
+    parser.add_argument(
+        "--points-per-side", type=int, default=PROPOSAL_SETTINGS.points_per_side, help="proposals: grid points per side"
+    )
+    parser.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        default=PROPOSAL_SETTINGS.pred_iou_thresh,
+        help="proposals: predicted-IoU filter",
+    )
+    parser.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        default=PROPOSAL_SETTINGS.stability_score_thresh,
+        help="proposals: stability filter",
+    )
     parser.add_argument(
         "--crop-n-layers",
         type=int,
         default=PROPOSAL_SETTINGS.crop_n_layers,
-        help="zoomed crop layers for the proposals, as the data engine runs them (default: none)",
+        help="zoomed crop layers for the proposals, as the data engine runs them",
     )
-    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--json", default=None, help="also write the results (printed as JSON) to this file")
     args = parser.parse_args(argv)
+    configure_logging()
     try:
         settings = replace(
             PROPOSAL_SETTINGS,
@@ -73,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
-    model = load_sam(config, args.checkpoint or args.model, resample_positions=True)
-    images = ground_truth_images(args.release, args.max_images)
+    try:
+        model = load_sam(config, args.checkpoint or args.model, resample_positions=True)
+        images = ground_truth_images(args.release, args.max_images)
+    except RecordSizeError as error:
+        return input_error(f"{args.release}: {error}")
+    except (ValueError, OSError) as error:  # CheckpointError and ReleaseError included
+        return input_error(str(error))
     started = time.perf_counter()
     point = single_point_miou(SamPredictor(model), images)
     stderr_line(

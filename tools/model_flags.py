@@ -20,7 +20,7 @@ def add_model_arguments(
 ) -> None:
     """--model (default sae_tiny); --checkpoint with `checkpoint_help` and --image-size with
     `image_size_help`, each only where its help is given."""
-    parser.add_argument("--model", default="sae_tiny", choices=sorted(PRESETS), help="architecture (default sae_tiny)")
+    parser.add_argument("--model", default="sae_tiny", choices=sorted(PRESETS), help="architecture")
     if checkpoint_help is not None:
         parser.add_argument("--checkpoint", default=None, help=checkpoint_help)
     if image_size_help is not None:

@@ -1,87 +1,75 @@
 """Train or fine-tune a SAM on a release (ours, or a folder of SA-1B tars).
 
-    python -m tools.train_sam --release out/scenes/train --out out/models --steps 3000
-    python -m tools.train_sam --release s3://bucket/release --model vit_b --checkpoint vit_b \\
-        --trainable mask_decoder --device cuda --precision bfloat16 --out out/models
-    python -m tools.train_sam --release out/scenes/train --checkpoint sae_tiny --image-size 640 --out out/m640
+    sa-engine train --release out/scenes/train --output out/models --steps 3000
+    sa-engine train --release s3://bucket/release --model vit_b --checkpoint vit_b \\
+        --trainable mask_decoder --device cuda --precision bfloat16 --output out/models
+    sa-engine train --release out/scenes/train --checkpoint sae_tiny --image-size 640 --output out/m640
 
-Wiring only: reads the release with `curation.release`, trains with `sam_core.training`, and
-saves `<name>_<sha256[:8]>.pth` (the official state-dict layout) plus a JSON of its config and
-settings. Runs without Ray.
+Wiring only: streams the release's images (`tools.release_samples`: read, decoded and resized
+when a step reaches them, shuffled within a bounded buffer; records whose size disagrees with their
+JPEG are skipped and counted unless `--on-size-mismatch` says otherwise), trains with
+`sam_core.training`, and saves `<name>_<sha256[:8]>.pth` (the official state-dict layout) plus a
+JSON of its config and settings. Runs without Ray.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import asdict, fields
 
 import torch
 
-from curation.images import ImageDecodeError, decode_image
-from curation.release import iter_release
-from sam_core.checkpoints import load_sam
-from sam_core.console import stderr_line
-from sam_core.training import Trainer, TrainingImage, TrainSettings, prepare_training_image
+from curation.record_size import RecordSizeError
+from curation.release import ReleaseError
+from sam_core.checkpoints import CheckpointError, load_sam
+from sam_core.command_line import attribute_help, command_parser, input_error
+from sam_core.console import configure_logging, stderr_line
+from sam_core.training import NotEnoughImagesError, Trainer, TrainSettings
 from tools.model_flags import RESAMPLED, add_model_arguments, model_config
+from tools.release_samples import SIZE_MISMATCH_POLICIES, ReleaseSamples
 from tools.weights_files import add_output_arguments, write_weights
 
 
-def load_training_images(release: str, image_size: int, limit: int | None) -> list[TrainingImage]:
-    """Decoded, resized images of a release with their ground-truth RLEs; images without masks
-    or that do not decode are counted and skipped (they cannot be trained on)."""
-    images, skipped = [], 0
-    for item in iter_release(release):
-        if limit is not None and len(images) >= limit:
-            break
-        annotations = item.record["annotations"]
-        try:
-            pixels = decode_image(item.image_bytes)
-        except ImageDecodeError as error:
-            stderr_line(f"skipping image {item.record['image'].get('image_id')}: {error}")
-            skipped += 1
-            continue
-        if not annotations:
-            skipped += 1
-            continue
-        images.append(prepare_training_image(pixels, [a["segmentation"] for a in annotations], image_size))
-        if len(images) % 500 == 0:
-            print(f"\rloaded {len(images)} training images", end="", file=sys.stderr, flush=True)
-    stderr_line(f"\rloaded {len(images)} training images, skipped {skipped}")
-    return images
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("train", __doc__)
     parser.add_argument("--release", required=True, help="release prefix or folder of .tar shards (any fsspec URI)")
     add_output_arguments(parser, "trained")
     add_model_arguments(
         parser, "weights to start from: a path, URL or model name; default: random init", image_size_help=RESAMPLED
     )
     parser.add_argument("--max-images", type=int, default=None, help="use at most this many images")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument(
+        "--shuffle-buffer",
+        type=int,
+        default=256,
+        help="images (JPEG bytes, not pixels) held to shuffle each pass over the release (0: release order)",
+    )
+    parser.add_argument(
+        "--on-size-mismatch",
+        choices=SIZE_MISMATCH_POLICIES,
+        default="skip",
+        help="a record whose size disagrees with its JPEG: skip it and count it, stop with an error, "
+        "or resize its masks to the JPEG's size (nearest)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="save every N steps (0: only at the end)")
-    defaults = TrainSettings()
+    defaults, docs = TrainSettings(), attribute_help(TrainSettings)
     for field in fields(TrainSettings):
         flag = "--" + field.name.replace("_", "-")
-        value = getattr(defaults, field.name)
+        value, help = getattr(defaults, field.name), docs.get(field.name, field.name.replace("_", " "))
         if field.name == "trainable":
-            parser.add_argument(
-                flag,
-                default=",".join(value),
-                help=f"comma-separated parts or modules inside them, e.g. mask_decoder.iou_prediction_head (default {','.join(value)})",
-            )
+            parser.add_argument(flag, default=",".join(value), help=f"{help} Comma-separated.")
         elif field.name == "focal_alpha":
-            parser.add_argument(flag, type=float, default=value, help=f"(default {value}; negative: none)")
+            parser.add_argument(flag, type=float, default=value, help=f"{help} Negative: none.")
         elif field.name == "max_grad_norm":
-            parser.add_argument(flag, type=float, default=value, help=f"gradient clipping norm (default {value})")
+            parser.add_argument(flag, type=float, default=value, help="gradient clipping norm")
         elif field.name == "loss_resolution":
-            parser.add_argument(flag, type=int, default=value, help="loss side in pixels (default: the image size)")
+            parser.add_argument(flag, type=int, default=value, help=help)
         elif field.name == "flip":
             parser.add_argument("--no-flip", dest="flip", action="store_false", help="no left-right mirroring")
         else:
-            parser.add_argument(flag, type=type(value), default=value, help=f"(default {value})")
+            parser.add_argument(flag, type=type(value), default=value, help=help)
     args = parser.parse_args(argv)
+    configure_logging()
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainSettings)}
     values["trainable"] = tuple(p for p in args.trainable.split(",") if p)
@@ -93,10 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     torch.manual_seed(settings.seed)  # the random initialisation
-    model = load_sam(config, args.checkpoint, resample_positions=True).to(args.device)
-    images = load_training_images(args.release, model.config.image_size, args.max_images)
-    if len(images) < settings.images_per_step:
-        parser.error(f"{args.release} gave {len(images)} usable images, fewer than --images-per-step")
+    try:
+        model = load_sam(config, args.checkpoint, resample_positions=True).to(args.device)
+    except CheckpointError as error:
+        return input_error(str(error))
+    images = ReleaseSamples(
+        args.release,
+        model.config.image_size,
+        limit=args.max_images,
+        shuffle_buffer=args.shuffle_buffer,
+        seed=settings.seed,
+        on_size_mismatch=args.on_size_mismatch,
+    )
     try:
         trainer = Trainer(model, images, settings)
     except ValueError as error:
@@ -109,12 +105,19 @@ def main(argv: list[str] | None = None) -> int:
             "step": step,
             "release": args.release,
             "start": args.checkpoint,
-            "images": len(images),
+            "images": images.images_per_pass,
         }
-        path = write_weights(model, args.out, f"{stem}_step{step}" if step < settings.steps else stem, sources)
+        path = write_weights(model, args.output, f"{stem}_step{step}" if step < settings.steps else stem, sources)
         stderr_line(f"\nsaved {path}")
 
-    trainer.train(checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
+    try:
+        trainer.train(checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
+    except (NotEnoughImagesError, RecordSizeError) as error:
+        return input_error(f"{args.release}: {error}")
+    except (ReleaseError, OSError) as error:  # a release that is missing or does not read
+        return input_error(str(error))
+    finally:
+        stderr_line(images.summary())
     return 0
 
 

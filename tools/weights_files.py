@@ -13,8 +13,8 @@ from sam_core.training import save_weights
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    """--out and --name; `what` names the weights in --out's help."""
-    parser.add_argument("--out", required=True, help=f"folder for the {what} weights")
+    """--output and --name; `what` names the weights in --output's help."""
+    parser.add_argument("--output", required=True, help=f"folder for the {what} weights")
     parser.add_argument("--name", default=None, help="file stem of the weights (default: the model name)")
 
 

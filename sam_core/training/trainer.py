@@ -1,12 +1,13 @@
 """The SAM training loop: simulated interactive prompts, multimask loss on the best of three,
 focal:dice 20:1, MSE on the IoU head, AdamW; full training or fine-tuning of chosen parts.
 
-Per step, `images_per_step` images are encoded once and `masks_per_image` ground-truth masks
-of each are prompted for `rounds` decoder passes: first a point (multimask: the loss is that of
-the best of the three outputs) or a noisy box (single output), then one correction point per
-round from the previous error region, with the previous low-res logits as the mask prompt
-(detached, as an interactive user would hand them back). Losses are taken at the model's input
-resolution on image pixels only, averaged over rounds.
+Per step, the next `images_per_step` training images (a re-iterable stream: a list, or one that
+reads a release as it goes; each pass over it is one epoch, and the next starts when one ends) are
+encoded once and `masks_per_image` ground-truth masks of each are prompted for `rounds` decoder
+passes: first a point (multimask: the loss is that of the best of the three outputs) or a noisy
+box (single output), then one correction point per round from the previous error region, with the
+previous low-res logits as the mask prompt (detached, as an interactive user would hand them
+back). Losses are taken at the model's input resolution on image pixels only, averaged over rounds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -102,13 +103,23 @@ class StepResult:
     learning_rate: float
 
 
-class Trainer:
-    """Trains `model` in place on `images` (see `TrainingImage`) with `settings`."""
+class NotEnoughImagesError(ValueError):
+    """A pass over the training images gave fewer images than one step takes."""
 
-    def __init__(self, model: Sam, images: Sequence[TrainingImage], settings: TrainSettings) -> None:
-        if not images:
-            raise ValueError("no training images")
-        self.model, self.images, self.settings = model, list(images), settings
+
+class Trainer:
+    """Trains `model` in place on `images` (see `TrainingImage`) with `settings`.
+
+    images: re-iterable; every iteration is one pass (epoch), taken in its order, `images_per_step`
+    images per step. The trainer holds only the images of the step in progress, so a stream that
+    makes each image when it is reached (`tools.release_samples.ReleaseSamples`) trains in memory
+    that does not grow with the number of images.
+    """
+
+    def __init__(self, model: Sam, images: Iterable[TrainingImage], settings: TrainSettings) -> None:
+        self.model, self.images, self.settings = model, images, settings
+        self._pass: Iterator[TrainingImage] | None = None
+        self._taken_in_pass = 0
         modules = dict(model.named_modules())
         missing = [name for name in settings.trainable if name not in modules]
         if missing:
@@ -133,10 +144,29 @@ class Trainer:
     def _autocast(self) -> AbstractContextManager[object]:
         return autocast(self.model.device, PRECISIONS[self.settings.precision])
 
+    def _next_images(self) -> list[TrainingImage]:
+        """The next `images_per_step` images of the current pass; when it ends, the next pass begins."""
+        wanted = self.settings.images_per_step
+        chosen: list[TrainingImage] = []
+        while len(chosen) < wanted:
+            if self._pass is None:
+                self._pass, self._taken_in_pass = iter(self.images), 0
+            item = next(self._pass, None)
+            if item is None:
+                if self._taken_in_pass < wanted:
+                    raise NotEnoughImagesError(
+                        f"a pass over the training images gave {self._taken_in_pass}, "
+                        f"fewer than images_per_step ({wanted})"
+                    )
+                self._pass = None
+                continue
+            self._taken_in_pass += 1
+            chosen.append(item)
+        return chosen
+
     def next_batch(self) -> Batch:
-        chosen = self.rng.choice(len(self.images), self.settings.images_per_step, replace=False)
         return make_batch(
-            [self.images[i] for i in chosen],
+            self._next_images(),
             self.settings.masks_per_image,
             self.model.preprocess,
             self.model.config.image_size,

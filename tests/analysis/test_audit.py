@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
@@ -20,8 +21,10 @@ from analysis import audit
 from analysis.accumulators import seeded_hash
 from analysis.audit import AuditInputError, export_audit, main, sample_images, score_audit
 from analysis.release_index import ReleaseIndex
-from curation.release import iter_release
+from curation.record_size import RecordSizeError
+from curation.release import ReleaseImage, ReleaseWriter, iter_release
 from synthetic.scene_release import write_scene_release
+from tests.sa1b_real import WIDER_IMAGE, real_image, real_record, real_sa1b_item, with_width
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -182,6 +185,37 @@ def test_export_reads_only_the_shards_it_needs_and_reruns_identically(
     assert again.read_bytes() == first.read_bytes()
     everything = json.loads(export_audit(scene_release, tmp_path / "all", n=50, seed=4, progress=False).read_text())
     assert len(everything["images"]) == 12 and everything["info"]["n"] == 50
+
+
+def one_image_release(root: Path, item: ReleaseImage) -> str:
+    """A release of `item` alone, written by the project's writer (which indexes records as they are)."""
+    writer = ReleaseWriter(str(root))
+    writer.finish([writer.write_shard(0, [item])], {}, "one image")
+    return str(root)
+
+
+def test_export_stops_at_a_record_whose_width_disagrees_with_its_jpeg(tmp_path: Path) -> None:
+    release = one_image_release(tmp_path / "release", with_width(real_sa1b_item(n_masks=3), 1800))
+    with pytest.raises(RecordSizeError, match=r"^image 226381: its record says 1800x1500 .* its image is 2000x1500$"):
+        export_audit(release, tmp_path / "audit", n=1, seed=0, progress=False)
+    assert not (tmp_path / "audit" / "audit.json").exists()
+    assert not (tmp_path / "audit" / "images" / "sa_226381.jpg").exists()
+
+
+def test_export_rescales_masks_to_their_jpeg_when_asked(tmp_path: Path) -> None:
+    original = real_record(n_masks=3)  # masks of 2000x1500 over a real 2250x1500 SA-1B JPEG
+    release = one_image_release(tmp_path / "release", ReleaseImage(original, real_image(WIDER_IMAGE)))
+    path = export_audit(release, tmp_path / "audit", n=1, seed=0, progress=False, rescale=True)
+    data = json.loads(path.read_text())
+    (image,) = data["images"]
+    assert (image["width"], image["height"]) == (2250, 1500)
+    assert Image.open(tmp_path / "audit" / "images" / image["file_name"]).size == (2250, 1500)
+    assert data["info"]["rescaled_image_ids"] == [226381]
+    coco = COCO(str(path))
+    for ann, before in zip(coco.loadAnns(coco.getAnnIds()), original["annotations"], strict=True):
+        mask = coco.annToMask(ann).astype(bool)
+        assert mask.shape == (1500, 2250) and ann["release_ann_id"] == before["id"]
+        assert ann["area"] == int(mask.sum()) and abs(ann["area"] / before["area"] - 2250 / 2000) < 0.02
 
 
 # --- scoring: a hand-made export whose IoUs are known -------------------------------------------
@@ -376,19 +410,19 @@ def test_bad_inputs_are_clear_value_errors(tmp_path: Path) -> None:
 
 def test_cli_export_and_score(scene_release: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "audit"
-    assert main(["export", "--release", scene_release, "--out", str(out), "--n", "3", "--seed", "2"]) == 0
+    assert main(["export", "--release", scene_release, "--output", str(out), "--n", "3", "--seed", "2"]) == 0
     assert "3 images" in capsys.readouterr().out
     data = json.loads((out / "audit.json").read_text())
     data["annotations"] = data["annotations"][1:]
     corrected = write_json(tmp_path / "corrected.json", data)
-    args = ["score", "--exported", str(out / "audit.json"), "--corrected", str(corrected), "--out", str(out)]
+    args = ["score", "--exported", str(out / "audit.json"), "--corrected", str(corrected), "--output", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "share_iou_above_0_90" in printed and "1 deleted; 0 added" in printed
     for name in ("audit_pairs.csv", "audit_summary.csv", "audit_changes.csv"):
         assert (out / name).is_file()
     assert (out / "audit_changes.csv").read_text().splitlines() == ["id,change", "1,deleted"]
-    assert main([*args[:3], "--corrected", str(tmp_path / "nope.json"), "--out", str(out)]) == 2
+    assert main([*args[:3], "--corrected", str(tmp_path / "nope.json"), "--output", str(out)]) == 2
     assert "error: corrected file" in capsys.readouterr().err
-    assert main(["export", "--release", str(tmp_path / "no_release"), "--out", str(out)]) == 2
+    assert main(["export", "--release", str(tmp_path / "no_release"), "--output", str(out)]) == 2
     assert "is not a finished release" in capsys.readouterr().err

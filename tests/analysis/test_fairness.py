@@ -166,7 +166,7 @@ def test_cli_end_to_end(tmp_path: Path, shared_image_paths: list[Path]) -> None:
         "--masks", str(tmp_path / "masks.csv"),
         "--images", str(images),
         "--mask-dir", str(mask_dir),
-        "--out", str(out),
+        "--output", str(out),
         "--points", "3",
         "--resamples", "200",
     ]  # fmt: skip
@@ -192,7 +192,7 @@ def test_cli_end_to_end(tmp_path: Path, shared_image_paths: list[Path]) -> None:
     )
 
     # one grouping column, the first image only
-    assert main([*argv, "--group", "AgePresentation", "--limit", "1", "--out", str(tmp_path / "one")]) == 0
+    assert main([*argv, "--group", "AgePresentation", "--limit", "1", "--output", str(tmp_path / "one")]) == 0
     one = pd.read_csv(tmp_path / "one" / "fairness_groups.csv")
     assert one[["attribute", "group", "n_masks"]].values.tolist() == [
         ["AgePresentation", "Middle", 1],
@@ -204,5 +204,5 @@ def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "boxes.csv").write_text("ImageID,XMin\na,0.1\n")
     (tmp_path / "masks.csv").write_text(MASKS_HEADER + "\n")
     argv = ["--miap-boxes", str(tmp_path / "boxes.csv"), "--masks", str(tmp_path / "masks.csv")]
-    assert main([*argv, "--images", ".", "--mask-dir", ".", "--out", str(tmp_path / "out")]) == 2
+    assert main([*argv, "--images", ".", "--mask-dir", ".", "--output", str(tmp_path / "out")]) == 2
     assert "GenderPresentation" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from a moto S3 server on loopback, then opened in real headless Chromium."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,12 +14,12 @@ import pytest
 from analysis.audit import export_audit
 from analysis.fairness import summarize_groups
 from analysis.report import main
-from curation.release import ReleaseError
 from tests.analysis.conftest import KnownRelease, write_coco
 from tests.browser import check_page, chromium, serve_folder
 from tests.ray_cluster import free_port
 
-SECTIONS = ("Overview", "Mask properties", "Geography and income", "Quality audit", "Fairness in segmenting people")
+SECTIONS = ("Overview", "Gallery", "Mask properties", "Geography and income", "Quality audit")
+SECTIONS += ("Fairness in segmenting people",)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def report(known_release: KnownRelease, fairness_masks_csv: Path, tmp_path_facto
     groups = summarize_groups(pd.read_csv(fairness_masks_csv), ["GenderPresentation"])
     groups.to_csv(work / "fairness_groups.csv", index=False)
     out = tmp_path_factory.mktemp("report")
-    args = ["--release", known_release.uri, "--out", str(out), "--name", "known", "--compare", f"COCO={coco}"]
+    args = ["--release", known_release.uri, "--output", str(out), "--name", "known", "--compare", f"COCO={coco}"]
     args += ["--audit-exported", str(audit), "--audit-corrected", str(work / "corrected.json")]
     args += ["--fairness", str(work / "fairness_groups.csv"), "--concavity-sample", "50"]
     assert main(args) == 0
@@ -70,7 +71,9 @@ def test_report_tables_hold_the_known_answers(report: Path) -> None:
         for name in ("masks_per_image", "relative_size", "concavity", "center_bias", "scores", "geography_groups")
         + ("top_countries", "audit_ious", "fairness_groups")
     )
-    assert page.count("<img ") == len(figures)
+    thumbnails = sorted(p.name for p in (report / "gallery").glob("*.jpg"))
+    assert thumbnails == ["sa_1.jpg", "sa_2.jpg", "sa_3.jpg"]  # every image of the release, drawn
+    assert page.count("<img ") == len(figures) + len(thumbnails)
 
 
 def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
@@ -78,7 +81,7 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     with serve_folder(report) as url, chromium() as driver:
         check = check_page(driver, f"{url}/index.html", screenshot)
     assert check.title == "Analysis of known"
-    assert check.images == 9 and check.broken_images == []
+    assert check.images == 9 + 3 and check.broken_images == []  # figures and gallery thumbnails
     assert check.console_errors == []
     assert check.tables == len(list((report / "tables").glob("*.csv")))
     assert screenshot.stat().st_size > 50_000  # a page of figures, not a blank one
@@ -98,7 +101,7 @@ def test_report_reads_a_release_on_s3(known_release: KnownRelease, report: Path,
         options = {"key": "moto", "secret": "moto", "client_kwargs": {"endpoint_url": endpoint}}
         s3fs.S3FileSystem(**options).put(known_release.uri + "/", "releases/known/", recursive=True)
         out = tmp_path / "s3_report"
-        args = ["--release", "s3://releases/known", "--out", str(out), "--name", "known", "--concavity-sample", "50"]
+        args = ["--release", "s3://releases/known", "--output", str(out), "--name", "known", "--concavity-sample", "50"]
         assert main([*args, "--storage-options", json.dumps(options)]) == 0
     finally:
         server.stop()
@@ -114,13 +117,30 @@ def test_report_reads_a_release_on_s3(known_release: KnownRelease, report: Path,
         pd.testing.assert_frame_equal(table(out, name), table(report, name))
 
 
-def test_report_refuses_bad_input(known_release: KnownRelease, tmp_path: Path) -> None:
+def test_report_refuses_bad_input(
+    known_release: KnownRelease, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     unfinished = tmp_path / "unfinished"
     shutil.copytree(known_release.uri, unfinished)
     (unfinished / "_SUCCESS").unlink()
-    with pytest.raises(ReleaseError, match="not a finished release"):
-        main(["--release", str(unfinished), "--out", str(tmp_path / "out")])
+    assert main(["--release", str(unfinished), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {unfinished} is not a finished release: _SUCCESS is missing\n" in err and "Traceback" not in err
     for bad in (["--compare", "no-equals-sign"], ["--audit-exported", "a.json"], ["--concavity-sample", "0"]):
         with pytest.raises(SystemExit) as exit_info:
-            main(["--release", known_release.uri, "--out", str(tmp_path / "out"), *bad])
+            main(["--release", known_release.uri, "--output", str(tmp_path / "out"), *bad])
         assert exit_info.value.code == 2
+
+
+def test_report_logs_each_section_and_its_reading_progress(
+    known_release: KnownRelease, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--release", known_release.uri, "--output", str(tmp_path / "out"), "--concavity-sample", "10"]
+    assert main(args) == 0
+    log = capsys.readouterr().err
+    sections = re.findall(r"section (\d+)/(\d+): ([a-z ]+) \(\d+ s so far\)", log)
+    assert [int(number) for number, _, _ in sections] == list(range(1, len(sections) + 1))
+    assert {int(total) for _, total, _ in sections} == {len(sections)}
+    assert {"overview", "mask properties", "fairness"} <= {name for _, _, name in sections}
+    # The release's 14 masks come in a batch per index file; the line of the last one is always logged.
+    assert re.search(r"release: read 14/14 masks \| [\d.,]+ masks/s \| 0 s left", log), log

@@ -7,14 +7,16 @@ import json
 import tarfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from analysis.audit import export_audit
 from analysis.mask_properties import summarize_release
 from analysis.release_index import ReleaseIndex
 from analysis.sa1b_index import index_tars, main
-from curation.release import ReleaseError
+from curation.release import ReleaseError, ReleaseImage
 from tests.analysis.conftest import KnownRelease
+from tests.sa1b_real import real_record, real_sa1b_item, with_width, write_sa1b_tar
 
 
 def test_index_of_tars_reads_like_the_release(known_release: KnownRelease, tmp_path: Path) -> None:
@@ -62,4 +64,23 @@ def test_unsafe_tar_is_refused(tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(data))
     with pytest.raises(ReleaseError, match="refusing member"):
         index_tars(str(tars), str(tmp_path / "index"), progress=None)
-    assert main(["--tars", str(tmp_path / "empty"), "--out", str(tmp_path / "index2")]) == 2
+    assert main(["--tars", str(tmp_path / "empty"), "--output", str(tmp_path / "index2")]) == 2
+
+
+def test_a_record_whose_width_disagrees_with_its_jpeg_is_a_failure_row(tmp_path: Path) -> None:
+    good, bad = real_sa1b_item(0, n_masks=5), with_width(real_sa1b_item(1, n_masks=3), 1800)
+    not_an_image = ReleaseImage(real_record(226383, n_masks=1), b"not a JPEG")
+    write_sa1b_tar(tmp_path / "tars" / "sa_000020.tar", [bad, good, not_an_image])
+    manifest = index_tars(str(tmp_path / "tars"), str(tmp_path / "index"), progress=None)
+
+    assert (manifest["n_images"], manifest["n_masks"]) == (1, 5)  # the rest of the tar is indexed
+    assert manifest["summary"]["failures"] == {"image_header": 1, "record_size": 1}
+    failure, unreadable = pq.read_table(tmp_path / "index" / "failures" / "sa_000020.parquet").to_pylist()
+    assert unreadable["image_id"] == 226383 and unreadable["error"].startswith(
+        "image 226383: cannot read the image header"
+    )
+    assert failure["image_id"] == 226382 and failure["stage"] == "record_size"
+    assert failure["error"] == "image 226382: its record says 1800x1500 (width x height), but its image is 2000x1500"
+    images = pq.read_table(tmp_path / "index" / "index" / "images" / "sa_000020.parquet").to_pylist()
+    assert [(row["image_id"], row["width"], row["height"]) for row in images] == [(226381, 2000, 1500)]
+    assert "2 images are not indexed" in (tmp_path / "index" / "DATASET_CARD.md").read_text()

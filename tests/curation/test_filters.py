@@ -41,7 +41,7 @@ def test_each_mask_counted_under_the_first_filter_that_removes_it():
         "min_area_fraction": 1,
     }
     assert [a["area"] for a in result.annotations] == [50, 50]
-    assert [a["id"] for a in result.annotations] == [0, 1] and result.image_dropped_by == ""
+    assert [a["predicted_iou"] for a in result.annotations] == [0.93, 0.91] and result.image_dropped_by == ""
 
 
 def test_no_filters_keep_everything():

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.inputs import InputError, plan_inputs
+from curation.inputs import InputError, metadata_schema, plan_inputs
 
 
 def _touch(folder, names):
@@ -55,3 +55,17 @@ def test_no_images_is_an_error(tmp_path):
         plan_inputs(str(tmp_path))
     with pytest.raises(InputError, match="cannot read input manifest"):
         plan_inputs(str(tmp_path / "missing.parquet"))
+
+
+def test_the_metadata_schema_types_each_column_over_the_whole_plan(tmp_path):
+    manifest = tmp_path / "inputs.parquet"
+    rows = [
+        {"uri": "s3://b/1.jpg", "country": "NZ", "lat": 1.0, "n": 3, "ok": True, "code": "7"},
+        {"uri": "s3://b/2.jpg", "country": None, "lat": 2.5, "n": 4, "ok": False, "code": "x7"},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), manifest)
+    assert metadata_schema(plan_inputs(str(manifest))) == pa.schema(
+        [("code", pa.string()), ("country", pa.string()), ("lat", pa.float64()), ("n", pa.int64()), ("ok", pa.bool_())]
+    )
+    mixed = pa.table({"metadata": ['{"v": 1}', '{"v": 2.5}', '{"w": [1]}', "{}", '{"u": 1}', '{"u": "a"}']})
+    assert metadata_schema(mixed) == pa.schema([("v", pa.float64()), ("w", pa.string()), ("u", pa.string())])

@@ -116,3 +116,64 @@ def test_committed_shards_survive_and_leftovers_are_removed(tmp_path):
     assert writer.commits() == [first, only_failures]
     assert writer.failure_counts() == {"decode": 2}
     assert (tmp_path / "rel" / "shards" / "sa_000001.tar").exists()
+
+
+def test_a_shard_that_lost_nothing_still_has_its_failures_file(tmp_path):
+    import pyarrow.parquet as pq
+
+    writer = ReleaseWriter(str(tmp_path / "rel"))
+    writer.commit_shard(0, [ReleaseImage(_record(0, 1), b"jpeg-0")], [])
+    writer.commit_shard(5, [], [{"image_id": 5, "uri": "file:///x.jpg", "stage": "read", "error": "gone"}])
+    clean, failed = (
+        tmp_path / "rel" / "failures" / "sa_000000.parquet",
+        tmp_path / "rel" / "failures" / "sa_000005.parquet",
+    )
+    assert pq.read_table(clean).num_rows == 0 and pq.read_table(clean).schema.names == [
+        "image_id",
+        "uri",
+        "stage",
+        "error",
+    ]
+    assert pq.ParquetFile(clean).metadata.num_row_groups == 0  # what Hugging Face `datasets` can skip
+    assert pq.read_table(failed)["error"].to_pylist() == ["gone"]
+    assert writer.failure_counts() == {"read": 1}
+
+
+def test_the_readme_header_names_a_config_per_data_file_and_failures_only_when_there_are_some(tmp_path):
+    import yaml
+
+    manifest = _write(tmp_path)
+    readme = (tmp_path / "rel" / "README.md").read_text()
+    _, header, card = readme.split("---\n", 2)
+    configs = {c["config_name"]: c for c in yaml.safe_load(header)["configs"]}
+    assert {name: c["data_files"][0]["path"] for name, c in configs.items()} == {
+        "images": "index/images/*.parquet",
+        "masks": "index/masks/*.parquet",
+        "failures": "failures/*.parquet",
+    }
+    assert configs["images"]["default"] and card.strip() == "# card"
+    assert manifest["engine"]["name"] == "sa-engine" and manifest["engine"]["version"]
+    clean = ReleaseWriter(str(tmp_path / "clean"))
+    clean.finish([clean.write_shard(0, [ReleaseImage(_record(1, 1), b"jpeg-1")])], {}, "# card\n")
+    assert "failures" not in (tmp_path / "clean" / "README.md").read_text()
+
+
+def test_every_shard_index_has_the_releases_metadata_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    metadata = pa.schema([("country", pa.string()), ("lat", pa.float64()), ("tags", pa.string())])
+    with_all = _record(1, 1)
+    with_all["image"].update(lat=3, tags=["a", "b"], blurred_regions=[{"kind": "face", "bbox": [1, 2, 3, 4]}])
+    without = _record(2, 1)
+    del without["image"]["country"]
+    writer = ReleaseWriter(str(tmp_path / "rel"))
+    writer.write_shard(0, [ReleaseImage(with_all, b"jpeg-1")], metadata)
+    writer.write_shard(1, [ReleaseImage(without, b"jpeg-2")], metadata)
+    first, second = (pq.read_table(tmp_path / "rel" / "index" / "images" / f"sa_00000{i}.parquet") for i in (0, 1))
+    assert first.schema.names[-5:] == ["country", "lat", "tags", "shard", "n_masks"]
+    assert second.schema.names == [n for n in first.schema.names if n != "blurred_regions"]
+    assert second.schema.field("lat").type == first.schema.field("lat").type == pa.float64()
+    assert first.to_pylist()[0]["tags"] == '["a","b"]' and first.to_pylist()[0]["lat"] == 3.0
+    assert json.loads(first.to_pylist()[0]["blurred_regions"]) == [{"kind": "face", "bbox": [1, 2, 3, 4]}]
+    assert second.to_pylist()[0]["country"] is None and second.to_pylist()[0]["tags"] is None

@@ -1,14 +1,25 @@
-"""Inputs for the job's tests: a folder of real photos, awkward files and broken files, with a manifest."""
+"""Inputs for the job's tests: a folder of real photos, awkward files and broken files, with a
+manifest; and one curated release made by the two jobs, which several test modules read."""
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
+import skimage.data
+from PIL import Image
 
 from tests.image_zoo import BAD_FILES_AND_REASONS, awkward_files, bad_files, photo_files, write_files
+
+REPO = Path(__file__).resolve().parents[2]
 
 FAST_GENERATOR = {"points_per_side": 8, "crop_n_layers": 1}
 """sa1b preset with an 8x8 grid and one layer of crops (5 crops, a 4x4 grid in each zoomed one): the
@@ -40,3 +51,42 @@ def zoo(tmp_path_factory, shared_image_paths) -> dict:
 
 def released_names(records: list[dict]) -> list[str]:
     return sorted(Path(r["image"]["source"]).name for r in records)
+
+
+def run_pipeline(script: str, *args: str) -> str:
+    """`python pipelines/<script> <args>` on an embedded Ray; its stderr (the log), asserting success."""
+    unset = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    command = [sys.executable, str(REPO / "pipelines" / script), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stderr
+
+
+def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def curated(shared_image_paths, tmp_path_factory) -> dict:
+    """The inputs, the keep/drop table and the release of one curated run: two photos, the
+    astronaut and a near-duplicate of it, an empty file (a failure), quality filters, blurring on."""
+    root = tmp_path_factory.mktemp("curated")
+    astronaut = skimage.data.astronaut()
+    smaller = cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)
+    files = {
+        **dict(list(photo_files(shared_image_paths).items())[:2]),  # two photos of ../shared, 320 px
+        "astronaut.jpg": (original := jpeg_bytes(astronaut, 95)),
+        "astronaut_copy.jpg": jpeg_bytes(smaller, 40),  # a near-duplicate: smaller and recompressed
+        "empty.jpg": b"",
+    }
+    write_files(root / "in", files)
+    table, out = root / "dedup.parquet", root / "release"
+    dedup_log = run_pipeline("dedup.py", "--input", str(root / "in"), "--output", str(table))
+    amg_log = run_pipeline("amg.py", "--input", str(root / "in"), "--output", str(out), "--dedup-table", str(table),
+                   *FAST_FLAGS,
+                   "--max-masks-per-image", "5", "--min-area-fraction", "0.001")  # fmt: skip
+    return {"root": root, "table": table, "out": out, "dedup_log": dedup_log, "amg_log": amg_log,
+            "astronaut": astronaut, "input": original}  # fmt: skip

@@ -3,11 +3,13 @@
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
 from curation.filters import QualityFilters
-from curation.inputs import plan_inputs
+from curation.inputs import metadata_schema, plan_inputs
+from curation.records import MASK_ID_STRIDE
 from curation.release import iter_release
 from curation.release_images import ReleaseImagePolicy
 from pipelines.amg_config import JobConfig
@@ -19,7 +21,8 @@ from tests.pipelines.conftest import FAST_GENERATOR, released_names
 
 def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path):
     config = JobConfig(input=str(zoo["manifest"]), output=str(tmp_path / "out"), generator=FAST_GENERATOR)
-    plan = plan_inputs(config.input).to_pydict()
+    plan_table = plan_inputs(config.input)
+    plan = plan_table.to_pydict()
     n = len(plan["uri"])
     batch = {k: np.array(v, dtype=object) for k, v in plan.items()}
     batch["image_id"] = np.array(plan["image_id"])
@@ -32,7 +35,9 @@ def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path)
     stage = MaskStage("sae_tiny", "sae_tiny", sha, settings, config.inference_options(), "cpu")
     masked = stage(loaded)
     assert "model_image" not in masked
-    summary = write_shard(make_records(masked, settings, QualityFilters()), config.output, {})
+    summary = write_shard(
+        make_records(masked, settings, QualityFilters()), config.output, {}, metadata_schema(plan_table)
+    )
 
     records = [item.record for item in iter_release(str(tmp_path / "out" / "shards"))]
     assert released_names(records) == zoo["released"]
@@ -51,6 +56,11 @@ def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path)
     assert sum(len(r["annotations"]) for r in records) >= 2 * len(records)
     ids = sorted([r["image"]["image_id"] for r in records] + [f["image_id"] for f in failures])
     assert ids == list(range(n)) and summary["shard"][0] == "sa_000000"
+    for record in records:  # release-wide annotation ids: the image's id, then the mask's place
+        first = record["image"]["image_id"] * MASK_ID_STRIDE
+        assert [a["id"] for a in record["annotations"]] == list(range(first, first + len(record["annotations"])))
+    index = pq.read_table(tmp_path / "out" / "index" / "images")
+    assert index.schema.field("country").type == pa.string() and set(index["country"].to_pylist()) == {"NZ"}
 
 
 def test_an_image_the_generator_refuses_fails_alone(shared_image_paths):
@@ -70,3 +80,28 @@ def test_an_image_the_generator_refuses_fails_alone(shared_image_paths):
     alone = [stage.generator.propose([photo])[0] for photo in photos]
     assert [json.loads(out["annotations"][i]) for i in (0, 2)] == json.loads(json.dumps(alone))
     assert all(alone) and json.loads(out["annotations"][1]) == []
+
+
+def test_the_regions_blurred_reach_the_record_and_the_index(shared_image_paths, tmp_path):
+    """load_images -> make_records -> write_shard on the photo whose neon lettering the plate
+    detector takes for plates; the model step is replaced by its output for an image without masks."""
+    photo = next(p for p in shared_image_paths if p.name == "picture1.jpg")
+    batch = {
+        "uri": np.array([str(photo)], dtype=object),
+        "image_id": np.array([5]),
+        "metadata": np.array(["{}"], dtype=object),
+        "stage": np.array([""], dtype=object),
+        "error": np.array([""], dtype=object),
+    }
+    policy = ReleaseImagePolicy(short_side=770, jpeg_quality=90, deidentify=True, min_side=32, max_pixels=10**8)
+    loaded = load_images(batch, {}, policy, model_long_side=320)
+    regions = json.loads(loaded["blurred_regions"][0])
+    assert regions and {r["kind"] for r in regions} == {"plate"} and int(loaded["blurred_plates"][0]) == len(regions)
+    masked = {k: v for k, v in loaded.items() if k != "model_image"} | {"annotations": np.array(["[]"], dtype=object)}
+    settings = JobConfig(input="unused", output="unused").generator_settings()
+    write_shard(make_records(masked, settings, QualityFilters()), str(tmp_path / "out"), {}, pa.schema([]))
+
+    (record,) = [item.record for item in iter_release(str(tmp_path / "out" / "shards"))]
+    assert record["image"]["blurred_regions"] == regions and record["image"]["blurred_plates"] == len(regions)
+    index = pq.read_table(tmp_path / "out" / "index" / "images").to_pylist()
+    assert json.loads(index[0]["blurred_regions"]) == regions

@@ -5,68 +5,23 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
-import skimage.data
 from PIL import Image
 
 from curation.images import decode_image, encode_jpeg
 from curation.release import iter_release
-from tests.image_zoo import photo_files, write_files
-from tests.pipelines.conftest import FAST_FLAGS
 
-REPO = Path(__file__).resolve().parents[2]
 ASTRONAUT_FACE = (177, 66, 95, 95)
 """XYWH of the face in scikit-image's 512x512 astronaut."""
-
-
-def _run(script: str, *args: str) -> str:
-    unset = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
-    env = {k: v for k, v in os.environ.items() if k not in unset}
-    command = [sys.executable, str(REPO / "pipelines" / script), *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done.stderr
-
-
-def _jpeg(image: np.ndarray, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def _sharpness(image: np.ndarray) -> float:
     """Variance of the Laplacian of the grayscale image: high for detail, near 0 when blurred."""
     return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
-
-
-@pytest.fixture(scope="module")
-def curated(shared_image_paths, tmp_path_factory) -> dict:
-    """The inputs, the keep/drop table and the release of one curated run."""
-    root = tmp_path_factory.mktemp("curated")
-    astronaut = skimage.data.astronaut()
-    smaller = cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)
-    files = {
-        **dict(list(photo_files(shared_image_paths).items())[:2]),  # two photos of ../shared, 320 px
-        "astronaut.jpg": (original := _jpeg(astronaut, 95)),
-        "astronaut_copy.jpg": _jpeg(smaller, 40),  # a near-duplicate: smaller and recompressed
-        "empty.jpg": b"",
-    }
-    write_files(root / "in", files)
-    table, out = root / "dedup.parquet", root / "release"
-    dedup_log = _run("dedup.py", "--input", str(root / "in"), "--output", str(table))
-    amg_log = _run("amg.py", "--input", str(root / "in"), "--output", str(out), "--dedup-table", str(table),
-                   *FAST_FLAGS,
-                   "--max-masks-per-image", "5", "--min-area-fraction", "0.001")  # fmt: skip
-    return {"root": root, "table": table, "out": out, "dedup_log": dedup_log, "amg_log": amg_log,
-            "astronaut": astronaut, "input": original}  # fmt: skip
 
 
 def test_dedup_job_writes_a_keep_drop_table(curated):
@@ -128,3 +83,14 @@ def test_released_astronaut_has_its_face_blurred_and_the_rest_kept(curated):
     assert not np.array_equal(released[y : y + h, x : x + w], unblurred[y : y + h, x : x + w])
     manifest = json.loads((curated["out"] / "manifest.json").read_text())
     assert manifest["summary"]["curation"]["deidentify"]["faces"] >= 1
+
+
+def test_jobs_log_their_progress_and_what_to_run_next(curated):
+    dedup_log = curated["dedup_log"]
+    # One batch of hashes here (64 per batch): its line reaches the total, with the unreadable file.
+    assert "hashed 5/5 images | " in dedup_log and " images/s | 0 s left | 1 unreadable" in dedup_log
+    assert "grouping 5 hashes: every pair within" in dedup_log and "grouped in " in dedup_log
+    # The release used a keep/drop table: the next step is its report, not another dedup run.
+    out = curated["out"]
+    assert f"next: sa-engine report --release {out} --output {out}_report" in curated["amg_log"]
+    assert "sa-engine dedup" not in curated["amg_log"]

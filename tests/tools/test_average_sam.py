@@ -18,7 +18,7 @@ def test_writes_loadable_weights_and_names_their_sources(tmp_path, capsys):
     for seed in (1, 2):
         torch.manual_seed(seed)
         paths.append(str(save_weights(Sam(config), tmp_path, f"step{seed}")))
-    assert main([*paths, "--image-size", "64", "--out", str(tmp_path / "avg"), "--name", "soup"]) == 0
+    assert main([*paths, "--image-size", "64", "--output", str(tmp_path / "avg"), "--name", "soup"]) == 0
     (weights,) = (tmp_path / "avg").glob("soup_*.pth")
     sources = json.loads(weights.with_suffix(".json").read_text())
     assert sources["averaged"] == paths and SamConfig.from_dict(sources["config"]) == config
@@ -28,6 +28,6 @@ def test_writes_loadable_weights_and_names_their_sources(tmp_path, capsys):
 
 def test_weights_of_another_input_size_are_a_usage_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        main(["sae_tiny", "sae_tiny", "--image-size", "64", "--out", str(tmp_path)])
+        main(["sae_tiny", "sae_tiny", "--image-size", "64", "--output", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "pos_embed" in capsys.readouterr().err

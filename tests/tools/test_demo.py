@@ -25,7 +25,7 @@ def _demo(*args):
 def test_demo_writes_an_overlay_of_three_masks(tmp_path, shared_image_paths, dog_photo):
     dog = next(p for p in shared_image_paths if p.name == "dog.jpg")
     out = tmp_path / "overlay.png"
-    run = _demo("--image", dog, "--out", out, "--point", "400,260", "--model", "vit_b")
+    run = _demo("--image", dog, "--output", out, "--point", "400,260", "--model", "vit_b")
     assert run.returncode == 0, run.stderr
     assert "random weights" in run.stderr  # no checkpoint: the run says its masks mean nothing
     assert "predicted IoUs" in run.stdout and str(out) in run.stdout
@@ -38,20 +38,20 @@ def test_demo_writes_an_overlay_of_three_masks(tmp_path, shared_image_paths, dog
 def test_demo_reports_a_bad_checkpoint_and_a_bad_image(tmp_path, shared_image_paths):
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a checkpoint")
-    run = _demo("--image", shared_image_paths[0], "--out", tmp_path / "o.png", "--checkpoint", broken)
+    run = _demo("--image", shared_image_paths[0], "--output", tmp_path / "o.png", "--checkpoint", broken)
     assert run.returncode == 2
     assert f"checkpoint {broken} cannot be read" in run.stderr
     assert "Traceback" not in run.stderr
 
     text = tmp_path / "photo.jpg"
     text.write_text("hello")
-    run = _demo("--image", text, "--out", tmp_path / "o.png")
+    run = _demo("--image", text, "--output", tmp_path / "o.png")
     assert run.returncode == 2 and "cannot read image" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_a_bad_generator_setting_is_a_usage_error_before_the_model_loads(tmp_path, shared_image_paths, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--image", str(shared_image_paths[0]), "--out", str(tmp_path / "o.png"), "--automatic",
+        main(["--image", str(shared_image_paths[0]), "--output", str(tmp_path / "o.png"), "--automatic",
               "--points-per-side", "0"])  # fmt: skip
     assert exit_info.value.code == 2
     assert "points_per_side must be >= 1" in capsys.readouterr().err
@@ -61,7 +61,7 @@ def test_a_bad_generator_setting_is_a_usage_error_before_the_model_loads(tmp_pat
 def test_demo_uses_the_shipped_model_by_default_and_draws_automatic_masks(tmp_path, shared_image_paths, dog_photo):
     dog = next(p for p in shared_image_paths if p.name == "dog.jpg")
     out = tmp_path / "automatic.png"
-    run = _demo("--image", dog, "--out", out, "--automatic", "--points-per-side", "16")
+    run = _demo("--image", dog, "--output", out, "--automatic", "--points-per-side", "16")
     assert run.returncode == 0, run.stderr
     assert "random weights" not in run.stderr
     count = int(run.stdout.split(": ", 1)[1].split(", ")[1].split()[0])

@@ -4,9 +4,11 @@ import json
 
 import pytest
 
+from curation.record_size import RecordSizeError
 from sam_core.modeling.config import SamConfig
+from tests.sa1b_real import real_sa1b_item, with_width, write_sa1b_tar
 from tests.tools.conftest import SCENE_COUNT
-from tools.evaluate_sam import main
+from tools.evaluate_sam import ground_truth_images, main
 
 
 def test_writes_point_and_proposal_scores_with_crops(scene_release, tmp_path, capsys):
@@ -49,3 +51,13 @@ def test_bad_settings_are_a_usage_error(scene_release, capsys, args, message):
         main(["--release", scene_release, *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_real_record_whose_width_disagrees_with_its_jpeg_stops_the_evaluation(tmp_path):
+    good, bad = real_sa1b_item(0, n_masks=2), with_width(real_sa1b_item(1, n_masks=2), 1800)
+    write_sa1b_tar(tmp_path / "tars" / "sa_000020.tar", [good, bad])
+    assert [image.image_id for image in ground_truth_images(str(tmp_path / "tars"), 1)] == [226381]
+    with pytest.raises(RecordSizeError, match="^image 226382: its record says 1800x1500 .* its image is 2000x1500$"):
+        ground_truth_images(str(tmp_path / "tars"), None)
+    assert main(["--release", str(tmp_path / "tars"), "--json", str(tmp_path / "eval.json")]) == 2
+    assert not (tmp_path / "eval.json").exists()

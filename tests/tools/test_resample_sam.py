@@ -17,7 +17,7 @@ from tools.resample_sam import main
 def test_written_weights_are_the_model_resampled_on_load(tmp_path, capsys, dog_photo):
     torch.manual_seed(0)
     source = str(save_weights(Sam(SamConfig.preset("sae_tiny", 64)), tmp_path, "at64"))
-    assert main([source, "--image-size", "96", "--out", str(tmp_path / "m96"), "--name", "at96"]) == 0
+    assert main([source, "--image-size", "96", "--output", str(tmp_path / "m96"), "--name", "at96"]) == 0
     (weights,) = (tmp_path / "m96").glob("at96_*.pth")
     larger = SamConfig.preset("sae_tiny", 96)
     sources = json.loads(weights.with_suffix(".json").read_text())
@@ -42,7 +42,7 @@ def test_written_weights_are_the_model_resampled_on_load(tmp_path, capsys, dog_p
 )
 def test_bad_sizes_and_architectures_are_usage_errors(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--out", str(tmp_path)])
+        main([*argv, "--output", str(tmp_path)])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

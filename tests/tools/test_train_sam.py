@@ -19,7 +19,7 @@ def test_fine_tunes_the_shipped_weights_at_another_input_size(scene_release, tmp
     args = [
         "--release",
         scene_release,
-        "--out",
+        "--output",
         str(out),
         "--checkpoint",
         "sae_tiny",
@@ -46,13 +46,13 @@ def test_fine_tunes_the_shipped_weights_at_another_input_size(scene_release, tmp
 
 def test_an_image_size_the_patches_do_not_divide_is_a_usage_error(scene_release, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--release", scene_release, "--out", str(tmp_path), "--image-size", "300", *SHORT_RUN])
+        main(["--release", scene_release, "--output", str(tmp_path), "--image-size", "300", *SHORT_RUN])
     assert exit_info.value.code == 2
     assert "image_size 300 is not a multiple of patch_size 16" in capsys.readouterr().err
 
 
 def test_a_trainable_module_the_model_lacks_is_a_usage_error(scene_release, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--release", scene_release, "--out", str(tmp_path), "--trainable", "mask_decoder.nope", *SHORT_RUN])
+        main(["--release", scene_release, "--output", str(tmp_path), "--trainable", "mask_decoder.nope", *SHORT_RUN])
     assert exit_info.value.code == 2
     assert "trainable names no module of the model: mask_decoder.nope" in capsys.readouterr().err

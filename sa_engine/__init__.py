@@ -1,0 +1,1 @@
+"""The `sa-engine` console command: one entry point over every command line of the project."""

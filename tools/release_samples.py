@@ -1,0 +1,145 @@
+"""The training images of a release (ours, or a folder of SA-1B tars), streamed.
+
+Each image is read from its shard, decoded and resized when the trainer reaches it, and dropped
+once its step is done: memory holds the shuffle buffer (encoded JPEG bytes and records, not
+pixels), never the release.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+
+from curation.images import ImageDecodeError, decode_image
+from curation.record_size import RecordSizeError, conform
+from curation.release import ReleaseImage, iter_release
+from sam_core.console import stderr_line
+from sam_core.training import TrainingImage, prepare_training_image
+
+SIZE_MISMATCH_POLICIES = ("skip", "fail", "rescale")
+"""What training does with a record whose size disagrees with its JPEG (`curation.record_size`)."""
+SKIP_REASONS = {
+    "size_mismatch": "whose record's size disagrees with its JPEG",
+    "no_masks": "without masks",
+    "undecodable": "that do not decode",
+}
+T = TypeVar("T")
+
+
+def shuffled(items: Iterable[T], buffer_size: int, rng: np.random.Generator) -> Iterator[T]:
+    """`items` in an order shuffled within a window: at most `buffer_size` items are held; each
+    new item takes the place of a random held one, which is yielded. `buffer_size` <= 1: in order."""
+    if buffer_size <= 1:
+        yield from items
+        return
+    buffer: list[T] = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        k = int(rng.integers(buffer_size))
+        yield buffer[k]
+        buffer[k] = item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class ReleaseSamples:
+    """The training images of a release, re-iterable: every iteration is one pass over its shards
+    yielding `TrainingImage`s (resized so that the longer side is `image_size` px) made as they
+    are reached.
+
+    limit: use only the first `limit` images with masks, in release order, of every pass.
+    shuffle_buffer: images held (as JPEG bytes and record) to shuffle each pass; pass k is
+        shuffled with the seed (seed, k), so a rerun sees the same order; 0 or 1: release order.
+    on_size_mismatch: a record whose size disagrees with its JPEG is skipped and counted ("skip"),
+        raises RecordSizeError ("fail"), or has its masks resized to the JPEG's size ("rescale").
+    Images without masks and images that do not decode are skipped and counted. `counts` holds the
+    pass in progress ("used", "rescaled" and the SKIP_REASONS), `first_pass` the first complete one.
+    """
+
+    def __init__(
+        self,
+        release: str,
+        image_size: int,
+        *,
+        limit: int | None = None,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        on_size_mismatch: str = "skip",
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        if on_size_mismatch not in SIZE_MISMATCH_POLICIES:
+            raise ValueError(f"on_size_mismatch must be one of {SIZE_MISMATCH_POLICIES}, got {on_size_mismatch!r}")
+        self.release, self.image_size, self.limit = release, image_size, limit
+        self.shuffle_buffer, self.seed, self.on_size_mismatch = shuffle_buffer, seed, on_size_mismatch
+        self.storage_options = storage_options
+        self.passes = 0
+        self.counts: Counter[str] = Counter()
+        self.first_pass: Counter[str] | None = None
+
+    def __iter__(self) -> Iterator[TrainingImage]:
+        counts: Counter[str] = Counter()
+        self.counts = counts
+        rng = np.random.default_rng((self.seed, self.passes))
+        for item in shuffled(self._candidates(counts), self.shuffle_buffer, rng):
+            try:
+                pixels = decode_image(item.image_bytes)
+            except ImageDecodeError as error:
+                self._skip(counts, "undecodable", f"image {item.record['image']['image_id']}: {error}")
+                continue
+            counts["used"] += 1
+            yield prepare_training_image(
+                pixels, [a["segmentation"] for a in item.record["annotations"]], self.image_size
+            )
+        if self.first_pass is None:
+            self.first_pass = counts
+        self.passes += 1
+
+    def _candidates(self, counts: Counter[str]) -> Iterator[ReleaseImage]:
+        """The release's images with masks, records checked against their JPEG headers, in release order."""
+        taken = 0
+        for item in iter_release(self.release, self.storage_options):
+            if self.limit is not None and taken >= self.limit:
+                return
+            try:
+                checked = conform(item, rescale=self.on_size_mismatch == "rescale")
+            except RecordSizeError as error:
+                if self.on_size_mismatch == "fail":
+                    raise
+                self._skip(counts, "size_mismatch", str(error))
+                continue
+            except ImageDecodeError as error:
+                self._skip(counts, "undecodable", f"image {item.record['image']['image_id']}: {error}")
+                continue
+            if not checked.record["annotations"]:
+                counts["no_masks"] += 1
+                continue
+            if checked is not item:
+                counts["rescaled"] += 1
+            taken += 1
+            yield checked
+
+    def _skip(self, counts: Counter[str], reason: str, message: str) -> None:
+        counts[reason] += 1
+        if self.first_pass is None:  # said once, not again in every pass
+            stderr_line(f"skipping {message}")
+
+    @property
+    def images_per_pass(self) -> int:
+        """Images a pass uses: those of the first complete pass, or those used so far before it ends."""
+        return (self.first_pass or self.counts)["used"]
+
+    def summary(self) -> str:
+        """One line: images used per pass, rescaled, and skipped by reason."""
+        counts = self.first_pass or self.counts
+        scope = "per pass over the release" if self.first_pass is not None else "in the part of the release read"
+        parts = [f"{counts['used']} training images {scope}"]
+        if counts["rescaled"]:
+            parts.append(f"{counts['rescaled']} of them with masks rescaled to their JPEG's size")
+        skipped = [f"{counts[reason]} {words}" for reason, words in SKIP_REASONS.items() if counts[reason]]
+        parts.append("skipped " + (", ".join(skipped) if skipped else "none"))
+        return "; ".join(parts)
