@@ -93,8 +93,13 @@ class _Page:
         frame.to_csv(self.out / "tables" / f"{name}.csv", index=index)
         body = frame.to_html(index=index, float_format=lambda v: f"{v:.4g}", border=0, classes="data")
         title = f'{html.escape(caption)} (<a href="tables/{name}.csv">{name}.csv</a>)'
-        if len(frame) > COLLAPSE_ROWS:  # long tables fold away; their figure or CSV is the overview
-            self.parts.append(f"<details><summary>{title}, {len(frame)} rows</summary>{body}</details>")
+        self.html_table(title, body, len(frame), folded_note=f", {len(frame)} rows")
+
+    def html_table(self, title: str, body: str, rows: int, folded_note: str = "") -> None:
+        """The HTML table `body` of `rows` rows under `title` (HTML); longer than COLLAPSE_ROWS, it
+        folds away (its figure or CSV is the overview), `folded_note` added to its summary line."""
+        if rows > COLLAPSE_ROWS:
+            self.parts.append(f"<details><summary>{title}{folded_note}</summary>{body}</details>")
         else:
             self.parts.append(f"<figure><figcaption>{title}</figcaption>{body}</figure>")
 
@@ -269,13 +274,11 @@ def _failures(page: _Page, index: ReleaseIndex) -> None:
     page.text(f"Inputs not released: {total}; by stage: {', '.join(f'{s} {n}' for s, n in stages.most_common())}.")
     frame = pd.concat(shown, ignore_index=True).head(FAILURE_ROWS)[["uri", "stage", "error"]]
     body = frame.to_html(index=False, border=0, classes="data failures")
-    more = f"<p>{total - len(frame)} more in failures.csv.</p>" if total > len(frame) else ""
     title = f'Each input with its stage and reason (<a href="tables/failures.csv">failures.csv</a>), {len(frame)} of {total}'
-    if len(frame) > COLLAPSE_ROWS:  # folded, as the page's other long tables
-        table = f"<details><summary>{title}</summary>{body}</details>"
-    else:
-        table = f"<figure><figcaption>{title}</figcaption>{body}</figure>"
-    page.parts.append(f"<style>table.failures td, table.failures th {{ text-align: left; }}</style>{table}{more}")
+    page.parts.append("<style>table.failures td, table.failures th { text-align: left; }</style>")
+    page.html_table(title, body, len(frame))
+    if total > len(frame):
+        page.parts.append(f"<p>{total - len(frame)} more in failures.csv.</p>")
 
 
 def build_report(request: ReportRequest) -> Path:
@@ -315,7 +318,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ReportRequest:
     parser.add_argument("--audit-corrected", help="the corrected COCO file")
     parser.add_argument("--fairness", help="fairness_groups.csv written by `sa-engine fairness`")
     parser.add_argument("--concavity-sample", type=int, default=DEFAULT_CONCAVITY_SAMPLE, help="masks per size class")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the concavity sample")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the concavity sample and the gallery's sample")
     add_storage_options(parser)
     args = parser.parse_args(argv)
     if bool(args.audit_exported) != bool(args.audit_corrected):

@@ -98,7 +98,7 @@ class JobConfig:
         if self.preset not in GENERATOR_PRESETS:
             problems.append(f"preset must be one of {', '.join(GENERATOR_PRESETS)}, got {self.preset!r}")
         if self.device not in DEVICES:
-            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+            problems.append(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         for name in ("actors", "batch_size", "shard_size", "release_short_side", "min_side", "max_pixels"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
