@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from curation.deidentify import DETECTOR, DETECTOR_LIMITS
+from curation.deidentify import DETECTOR, DETECTOR_FACTS, DETECTOR_LIMITS
 from curation.filters import IMAGES_REMOVED, MASKS_REMOVED
 
 
@@ -22,6 +22,10 @@ def curation_summary(
         "deidentify": {
             "on": deidentified,
             "detector": DETECTOR if deidentified else None,
+            "models": DETECTOR_FACTS if deidentified else None,
+            "limits": [line.removeprefix("- ") for line in DETECTOR_LIMITS.strip().splitlines()]
+            if deidentified
+            else None,
             "images_blurred": tallies.get("images_blurred", 0),
             "faces": tallies.get("blurred_faces", 0),
             "plates": tallies.get("blurred_plates", 0),

@@ -64,8 +64,9 @@ class PreparedImage:
 
 
 @functools.cache
-def _deidentifier() -> Deidentifier:
-    """One detector per worker process (loading the cascades takes a moment)."""
+def deidentifier() -> Deidentifier:
+    """One detector per process, built (and its model files checked) on first use: the job calls it
+    before it starts, so that a missing or altered model file stops it at once with DetectorFileError."""
     return Deidentifier()
 
 
@@ -84,7 +85,7 @@ def prepare_image(data: bytes, policy: ReleaseImagePolicy, model_long_side: int)
     image = resize_image(source, model)
     released, blurred = resize_image(image, release), []
     if policy.deidentify:
-        released, regions = _deidentifier()(released)
+        released, regions = deidentifier()(released)
         blurred = [{"kind": region.kind, "bbox": list(grow_box(region.box, *release))} for region in regions]
     jpeg = encode_jpeg(released, policy.jpeg_quality)
     return PreparedImage(digest, size, release, image, jpeg, blurred)

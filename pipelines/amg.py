@@ -32,9 +32,11 @@ if __package__ in (None, ""):  # run as a script (`python pipelines/amg.py`): ma
 
 from curation.card import curation_summary, release_card
 from curation.dedup_table import DedupTable, DedupTableError
+from curation.detector_file_error import DetectorFileError
 from curation.inputs import InputError, metadata_schema, plan_inputs
 from curation.job_plan import PlanMismatchError, load_or_create_plan
 from curation.release import ReleaseWriter, ShardCommit, read_manifest
+from curation.release_images import deidentifier
 from pipelines.amg_config import JobConfig, build_parser, config_from_args, with_gpus
 from pipelines.amg_stages import MaskStage, load_images, make_records, write_shard
 from pipelines.batch_progress import BatchProgress
@@ -181,6 +183,8 @@ def run(config: JobConfig) -> dict[str, Any]:
         log_next_steps(config)
         return read_manifest(config.output, config.storage_options)
     checkpoint, checkpoint_sha256 = resolve_checkpoint(config)
+    if config.blur_faces_and_plates:
+        deidentifier()  # checks the detectors' model files here, not in the first worker's first image
     dedup = DedupTable.read(config.dedup_table, config.storage_options) if config.dedup_table else None
     plan, resumed = load_or_create_plan(
         writer,
@@ -285,7 +289,7 @@ def run_on_cluster(config: JobConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    known = (InputError, PlanMismatchError, CheckpointError, DedupTableError, JobError)
+    known = (InputError, PlanMismatchError, CheckpointError, DedupTableError, DetectorFileError, JobError)
     return run_job(build_parser(__doc__), argv, config_from_args, run_on_cluster, known, log)
 
 

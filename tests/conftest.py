@@ -15,6 +15,10 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_IMAGES = REPO.parent / "shared" / "data" / "images"
+REAL = REPO.parent / "shared" / "data" / "real"
+"""Real photos with real annotations (research use only: read in place, never copied into the repository)."""
+COCO_PEOPLE = REAL / "coco_train50" / "images" / "000000515289.jpg"
+"""A COCO photo (639x640) of three people whose faces are identifiable (nose and an eye visible)."""
 
 
 @pytest.fixture(scope="session")

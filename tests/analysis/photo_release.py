@@ -1,6 +1,6 @@
 """A release of real photos with real masks, made as the job makes its images: COCO train photos
-with their annotated instances, and the shared photos (the ones whose neon lettering and facade the
-plate detector takes for plates) with image-segmentation regions as masks. Every image goes
+(people up close among them) with their annotated instances, and the shared photos with
+image-segmentation regions as masks. Every image goes
 through `curation.release_images.prepare_image` with de-identification on, so the records carry
 the regions really blurred; written with the project's `ReleaseWriter`."""
 
@@ -21,9 +21,8 @@ from curation.release import ReleaseImage, ReleaseWriter
 from curation.release_images import ReleaseImagePolicy, prepare_image, provenance_fields
 from sam_core.mask_ops import resample_mask
 from tests.analysis.conftest import annotation
-from tests.conftest import REPO
+from tests.conftest import REAL, REPO
 
-REAL = REPO.parent / "shared" / "data" / "real"
 COCO_IDS = (223648, 462565, 5802, 374628, 318219, 554625, 60623, 113588)
 """COCO train photos of ../shared/data/real/coco_train50: the most instances, and people up close."""
 SHARED_PHOTOS = ("picture1.jpg", "picture2.jpg", "dog.jpg")

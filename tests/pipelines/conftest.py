@@ -17,6 +17,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from benchmarks.deid_quality import coco_faces
+from tests.conftest import COCO_PEOPLE, REAL
 from tests.image_zoo import BAD_FILES_AND_REASONS, awkward_files, bad_files, photo_files, write_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,12 +74,15 @@ def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
 @pytest.fixture(scope="session")
 def curated(shared_image_paths, tmp_path_factory) -> dict:
     """The inputs, the keep/drop table and the release of one curated run: two photos, the
-    astronaut and a near-duplicate of it, an empty file (a failure), quality filters, blurring on."""
+    astronaut and a near-duplicate of it, a COCO photo of three people, an empty file (a failure),
+    quality filters, blurring on."""
     root = tmp_path_factory.mktemp("curated")
     astronaut = skimage.data.astronaut()
     smaller = cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)
+    people = next(truth for truth in coco_faces(REAL / "coco_train50") if truth.path == COCO_PEOPLE)
     files = {
         **dict(list(photo_files(shared_image_paths).items())[:2]),  # two photos of ../shared, 320 px
+        "coco_people.jpg": people.path.read_bytes(),  # copied into the test's temporary folder only
         "astronaut.jpg": (original := jpeg_bytes(astronaut, 95)),
         "astronaut_copy.jpg": jpeg_bytes(smaller, 40),  # a near-duplicate: smaller and recompressed
         "empty.jpg": b"",
@@ -89,4 +94,4 @@ def curated(shared_image_paths, tmp_path_factory) -> dict:
                    *FAST_FLAGS,
                    "--max-masks-per-image", "5", "--min-area-fraction", "0.001")  # fmt: skip
     return {"root": root, "table": table, "out": out, "dedup_log": dedup_log, "amg_log": amg_log,
-            "astronaut": astronaut, "input": original}  # fmt: skip
+            "astronaut": astronaut, "input": original, "people": people}  # fmt: skip

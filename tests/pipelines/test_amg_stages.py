@@ -16,6 +16,7 @@ from pipelines.amg_config import JobConfig
 from pipelines.amg_stages import MaskStage, load_images, make_records, write_shard
 from sam_core.checkpoints import bundled_checkpoint, file_sha256
 from sam_core.mask_ops import decode_rle
+from tests.conftest import COCO_PEOPLE
 from tests.pipelines.conftest import FAST_GENERATOR, released_names
 
 
@@ -82,10 +83,10 @@ def test_an_image_the_generator_refuses_fails_alone(shared_image_paths):
     assert all(alone) and json.loads(out["annotations"][1]) == []
 
 
-def test_the_regions_blurred_reach_the_record_and_the_index(shared_image_paths, tmp_path):
-    """load_images -> make_records -> write_shard on the photo whose neon lettering the plate
-    detector takes for plates; the model step is replaced by its output for an image without masks."""
-    photo = next(p for p in shared_image_paths if p.name == "picture1.jpg")
+def test_the_regions_blurred_reach_the_record_and_the_index(tmp_path):
+    """load_images -> make_records -> write_shard on a COCO photo of three people; the model step
+    is replaced by its output for an image without masks."""
+    photo = COCO_PEOPLE
     batch = {
         "uri": np.array([str(photo)], dtype=object),
         "image_id": np.array([5]),
@@ -96,12 +97,12 @@ def test_the_regions_blurred_reach_the_record_and_the_index(shared_image_paths, 
     policy = ReleaseImagePolicy(short_side=770, jpeg_quality=90, deidentify=True, min_side=32, max_pixels=10**8)
     loaded = load_images(batch, {}, policy, model_long_side=320)
     regions = json.loads(loaded["blurred_regions"][0])
-    assert regions and {r["kind"] for r in regions} == {"plate"} and int(loaded["blurred_plates"][0]) == len(regions)
+    assert regions and {r["kind"] for r in regions} == {"face"} and int(loaded["blurred_faces"][0]) == len(regions)
     masked = {k: v for k, v in loaded.items() if k != "model_image"} | {"annotations": np.array(["[]"], dtype=object)}
     settings = JobConfig(input="unused", output="unused").generator_settings()
     write_shard(make_records(masked, settings, QualityFilters()), str(tmp_path / "out"), {}, pa.schema([]))
 
     (record,) = [item.record for item in iter_release(str(tmp_path / "out" / "shards"))]
-    assert record["image"]["blurred_regions"] == regions and record["image"]["blurred_plates"] == len(regions)
+    assert record["image"]["blurred_regions"] == regions and record["image"]["blurred_faces"] == len(regions)
     index = pq.read_table(tmp_path / "out" / "index" / "images").to_pylist()
     assert json.loads(index[0]["blurred_regions"]) == regions

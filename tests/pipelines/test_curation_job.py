@@ -26,13 +26,20 @@ def _sharpness(image: np.ndarray) -> float:
 
 def test_dedup_job_writes_a_keep_drop_table(curated):
     rows = {Path(r["uri"]).name: r for r in pq.read_table(curated["table"]).to_pylist()}
-    assert len(rows) == 5 and "[dedup] done: 5 inputs" in curated["dedup_log"]
+    assert len(rows) == 6 and "[dedup] done: 6 inputs" in curated["dedup_log"]
     assert rows["astronaut.jpg"]["reason"] == "kept" and rows["astronaut.jpg"]["keep"]
     copy = rows["astronaut_copy.jpg"]
     assert copy["reason"] == "duplicate" and not copy["keep"] and copy["matched_uri"].endswith("/astronaut.jpg")
     assert 0 <= copy["distance"] <= 10
     assert rows["empty.jpg"]["reason"] == "unreadable" and rows["empty.jpg"]["keep"] and rows["empty.jpg"]["error"]
-    assert sorted(r["reason"] for r in rows.values()) == ["duplicate", "kept", "unique", "unique", "unreadable"]
+    assert sorted(r["reason"] for r in rows.values()) == [
+        "duplicate",
+        "kept",
+        "unique",
+        "unique",
+        "unique",
+        "unreadable",
+    ]
 
 
 def test_release_accounts_for_the_dropped_duplicate_and_copies_the_table(curated):
@@ -42,7 +49,7 @@ def test_release_accounts_for_the_dropped_duplicate_and_copies_the_table(curated
     assert "near-duplicate of" in failures["astronaut_copy.jpg"]["error"]
     assert failures["empty.jpg"]["stage"] == "decode" and len(failures) == 2
     names = sorted(Path(r.record["image"]["source"]).name for r in iter_release(str(out)))
-    assert "astronaut.jpg" in names and "astronaut_copy.jpg" not in names and len(names) == 3
+    assert "astronaut.jpg" in names and "astronaut_copy.jpg" not in names and len(names) == 4
     assert (out / "dedup" / "keep_drop.parquet").read_bytes() == curated["table"].read_bytes()
     assert "the keep/drop table drops 1 as near-duplicates" in curated["amg_log"]
 
@@ -78,18 +85,38 @@ def test_released_astronaut_has_its_face_blurred_and_the_rest_kept(curated):
     # JPEG codes 16x16 blocks independently (the decoder's chroma upsampling reaches one pixel into
     # the next), so the image from the second block row under the grown face box on is identical.
     unblurred = np.asarray(Image.open(io.BytesIO(encode_jpeg(decode_image(curated["input"]), 90))))
-    below = 16 * -(-(y + h + h // 4) // 16) + 16
+    blurred_bottom = max(by + bh for _, by, _, bh in (region["bbox"] for region in record["image"]["blurred_regions"]))
+    below = 16 * -(-blurred_bottom // 16) + 16
     assert np.array_equal(released[below:], unblurred[below:])
     assert not np.array_equal(released[y : y + h, x : x + w], unblurred[y : y + h, x : x + w])
     manifest = json.loads((curated["out"] / "manifest.json").read_text())
     assert manifest["summary"]["curation"]["deidentify"]["faces"] >= 1
 
 
+def test_released_coco_photo_is_blurred_at_every_identifiable_face(curated):
+    record, jpeg = next(
+        (r.record, r.image_bytes) for r in iter_release(str(curated["out"]))
+        if r.record["image"]["source"].endswith("/coco_people.jpg")
+    )  # fmt: skip
+    people = curated["people"]
+    faces = [region["bbox"] for region in record["image"]["blurred_regions"] if region["kind"] == "face"]
+    assert record["image"]["blurred_faces"] == len(faces) >= 1
+    released = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    original = np.asarray(Image.open(people.path).convert("RGB"))
+    assert released.shape == original.shape  # 640 px: under the 1500 px release side
+    for x, y in people.noses:
+        assert any(bx <= x <= bx + bw and by <= y <= by + bh for bx, by, bw, bh in faces), (
+            f"nose at {x}, {y} not blurred"
+        )
+        around = (slice(max(0, round(y) - 10), round(y) + 10), slice(max(0, round(x) - 10), round(x) + 10))
+        assert _sharpness(released[around]) < 0.2 * _sharpness(original[around])
+
+
 def test_jobs_log_their_progress_and_what_to_run_next(curated):
     dedup_log = curated["dedup_log"]
     # One batch of hashes here (64 per batch): its line reaches the total, with the unreadable file.
-    assert "hashed 5/5 images | " in dedup_log and " images/s | 0 s left | 1 unreadable" in dedup_log
-    assert "grouping 5 hashes: every pair within" in dedup_log and "grouped in " in dedup_log
+    assert "hashed 6/6 images | " in dedup_log and " images/s | 0 s left | 1 unreadable" in dedup_log
+    assert "grouping 6 hashes: every pair within" in dedup_log and "grouped in " in dedup_log
     # The release used a keep/drop table: the next step is its report, not another dedup run.
     out = curated["out"]
     assert f"next: sa-engine report --release {out} --output {out}_report" in curated["amg_log"]
