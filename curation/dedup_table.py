@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.dedup import DEDUP_SCHEMA
+from sam_core.storage_retry import read_bytes
 
 SETTINGS_KEY = b"sa_engine.dedup"
 
@@ -49,8 +49,7 @@ class DedupTable:
     @classmethod
     def read(cls, uri: str, storage_options: dict[str, Any] | None = None) -> DedupTable:
         try:
-            with fsspec.open(uri, "rb", **(storage_options or {})) as f:
-                data = f.read()
+            data = read_bytes(uri, storage_options)  # retried whole under the storage retry policy
             table = pq.read_table(io.BytesIO(data))
         except (OSError, pa.ArrowException) as error:
             raise DedupTableError(f"cannot read the keep/drop table {uri}: {error}") from error

@@ -45,14 +45,14 @@ def load_or_create_plan(
         present = writer.fs.ls(writer.root, detail=False)
     except FileNotFoundError:
         present = []
-    unrelated = [p for p in present if not p.rstrip("/").endswith(PLAN_DIR)]
+    unrelated = [p for p in present if not p.rstrip("/").rsplit("/", 1)[-1].startswith("_")]  # "_": bookkeeping
     if unrelated:
         raise PlanMismatchError(
             f"output {writer.root} is not empty and holds no job plan (found {unrelated[:3]}); use an empty output"
         )
     plan = make_plan()
-    buffer = pa.BufferOutputStream()
-    pq.write_table(plan, buffer)
-    writer.write_bytes((PLAN_DIR, "inputs.parquet"), buffer.getvalue().to_pybytes())
+    writer.fs.makedirs(writer.path(PLAN_DIR), exist_ok=True)
+    with writer.fs.open(plan_path, "wb") as f:  # streamed: no second copy of the plan in memory
+        pq.write_table(plan, f)
     writer.write_bytes((PLAN_DIR, "job.json"), json.dumps(wanted, sort_keys=True, indent=2).encode())
     return plan, False

@@ -25,7 +25,7 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.records import STANDARD_IMAGE_FIELDS, image_key
+from curation.retrying_fs import RetryingFileSystem
+from sam_core.storage_retry import add_to_tallies, counting_retries
 from sam_core.version import engine_commit, engine_version
 
 MANIFEST = "manifest.json"
@@ -138,11 +140,12 @@ class _HashingReader:
 
 
 class ReleaseWriter:
-    """Writes a release under `uri`; `storage_options` go to fsspec (e.g. an S3 endpoint)."""
+    """Writes a release under `uri`; `storage_options` go to fsspec (e.g. an S3 endpoint). Every
+    storage call goes through `self.fs`, which retries transient faults (`curation.retrying_fs`)."""
 
     def __init__(self, uri: str, storage_options: dict[str, Any] | None = None) -> None:
-        self.fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-        self.root = root.rstrip("/")
+        self.fs = RetryingFileSystem(uri, storage_options)
+        self.root = self.fs.root.rstrip("/")
         self.fs.makedirs(self.root, exist_ok=True)
 
     def path(self, *parts: str) -> str:
@@ -189,15 +192,21 @@ class ReleaseWriter:
         failures: Sequence[dict[str, Any]],
         tallies: dict[str, int] | None = None,
         metadata_schema: pa.Schema | None = None,
+        before_marker: Callable[[str], None] | None = None,
     ) -> ShardCommit:
         """Shard `index` of a resumable job: its tar and indexes (if any image), its failures file
-        (empty if none failed), then its marker in _progress/ last. Rewriting the same shard
-        overwrites it."""
+        (empty if none failed), then its marker in _progress/ last; the marker's tallies add the
+        storage retries of writing the shard's files. Rewriting the same shard
+        overwrites it. `before_marker` is called with the shard's name just before the marker is
+        written; an exception from it leaves the shard uncommitted (a job's lease check)."""
         name = shard_name(index)
-        shard = self.write_shard(index, images, metadata_schema) if images else None
-        self.write_failures(name, failures)
+        with counting_retries() as retries:
+            shard = self.write_shard(index, images, metadata_schema) if images else None
+            self.write_failures(name, failures)
         ids = [i.record["image"]["image_id"] for i in images] + [f["image_id"] for f in failures]
-        commit = ShardCommit(name, shard, sorted(ids), len(failures), dict(tallies or {}))
+        commit = ShardCommit(name, shard, sorted(ids), len(failures), add_to_tallies(tallies or {}, retries))
+        if before_marker is not None:
+            before_marker(name)
         self.write_bytes((PROGRESS, f"{name}.json"), json.dumps(asdict(commit)).encode())
         return commit
 
@@ -267,6 +276,7 @@ class ReleaseWriter:
             f.write(data)
 
     def _open_for_write(self, *parts: str) -> BinaryIO:
+        """A file written whole when closed (see `RetryingFileSystem.open`)."""
         path = self.path(*parts)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         return self.fs.open(path, "wb")
@@ -368,8 +378,8 @@ def _mask_table(records: Sequence[dict[str, Any]]) -> pa.Table:
 
 def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of a finished release; ReleaseError if the release is incomplete."""
-    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    root = root.rstrip("/")
+    fs = RetryingFileSystem(uri, storage_options)
+    root = fs.root.rstrip("/")
     if not fs.exists(f"{root}/{SUCCESS}"):
         raise ReleaseError(f"{uri} is not a finished release: {SUCCESS} is missing")
     with fs.open(f"{root}/{MANIFEST}", "rb") as f:
@@ -378,8 +388,8 @@ def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> di
 
 def shard_uris(uri: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """The shard files of a release (from its manifest), or every *.tar in a folder of SA-1B tars."""
-    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    root = root.rstrip("/")
+    fs = RetryingFileSystem(uri, storage_options)
+    root = fs.root.rstrip("/")
     if fs.exists(f"{root}/{MANIFEST}"):
         names = [s["name"] for s in read_manifest(uri, storage_options)["shards"]]
         paths = [f"{root}/shards/{name}.tar" for name in names]

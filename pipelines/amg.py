@@ -18,12 +18,14 @@ the card and `_SUCCESS`. A finished release is left as it is.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -35,6 +37,7 @@ from curation.dedup_table import DedupTable, DedupTableError
 from curation.detector_file_error import DetectorFileError
 from curation.inputs import InputError, metadata_schema, plan_inputs
 from curation.job_plan import PlanMismatchError, load_or_create_plan
+from curation.output_lease import LeaseLostError, OutputHeldError, OutputLease
 from curation.release import ReleaseWriter, ShardCommit, read_manifest
 from curation.release_images import deidentifier
 from pipelines.amg_config import JobConfig, build_parser, config_from_args, with_gpus
@@ -44,6 +47,14 @@ from pipelines.job import run_job
 from sam_core.checkpoints import CheckpointError, checkpoint_or_shipped, fetch_checkpoint, file_sha256
 from sam_core.console import stderr_logger
 from sam_core.pace import Pace
+from sam_core.storage_retry import (
+    StorageAccessError,
+    StorageUnavailableError,
+    process_retries,
+    retry_summary,
+    storage_options_for,
+    with_retries,
+)
 
 if TYPE_CHECKING:
     import ray.data
@@ -57,6 +68,15 @@ DEDUP_COPY = ("dedup", "keep_drop.parquet")
 LOADER_CPUS = 0.5
 """Reading waits on storage much of the time; and a resource shape unlike the model actor's keeps
 Ray Data from fusing decoding into the actor, where it would hold up the GPU."""
+TASK_RETRIES = {"max_retries": -1}
+"""Ray Data's default for its tasks, which the job relies on: a task lost with its node (or its
+worker process) runs again elsewhere, and a lost block is made again by rerunning the task that
+made it. Rerunning a write is safe: the same shard, overwritten, its marker last."""
+ACTOR_RESTARTS = {"max_restarts": -1, "max_task_retries": -1}
+"""Ray Data's default for actor pools, which the job relies on: a model actor lost with its node
+starts again on another, its unfinished batches are retried there, and the blocks it made that
+were lost with the node are made again (Ray reconstructs an actor task's output only when the
+actor restarts and its tasks retry)."""
 
 
 class JobError(RuntimeError):
@@ -72,14 +92,25 @@ def resolve_checkpoint(config: JobConfig) -> tuple[str | None, str]:
     return source, file_sha256(fetch_checkpoint(source)) if source is not None else ""
 
 
+def list_inputs(config: JobConfig) -> pa.Table:
+    """The input plan of `config`, its listing (or manifest read) made again from the start after
+    a transient storage fault; a refusal for good is an InputError naming the input."""
+    options = storage_options_for(config.input, config.storage_options)
+    try:
+        return with_retries(lambda: plan_inputs(config.input, options, config.first_id), config.input)
+    except (PermissionError, FileNotFoundError) as error:
+        raise InputError(f"cannot list the input {config.input}: {type(error).__name__}: {error}") from error
+
+
 def pending_inputs(plan: pa.Table, commits: list[ShardCommit]) -> pa.Table:
     """Rows of `plan` that no committed shard holds; JobError if a committed id is held twice."""
-    held = Counter(i for c in commits for i in c.image_ids)
-    twice = [i for i, n in held.items() if n > 1]
-    if twice:
-        raise JobError(f"image ids {sorted(twice)[:5]} are in more than one committed shard; the release is corrupt")
-    done = pa.array(sorted(held), pa.int64())
-    return plan.filter(pc.invert(pc.is_in(plan["image_id"], value_set=done)))
+    held = np.sort(np.concatenate([np.empty(0, np.int64), *(np.asarray(c.image_ids, np.int64) for c in commits)]))
+    twice = np.unique(held[1:][held[1:] == held[:-1]])
+    if twice.size:
+        raise JobError(f"image ids {twice[:5].tolist()} are in more than one committed shard; the release is corrupt")
+    if not held.size:
+        return plan
+    return plan.filter(pc.invert(pc.is_in(plan["image_id"], value_set=pa.array(held))))
 
 
 def build_dataset(
@@ -90,6 +121,8 @@ def build_dataset(
     dropped: dict[str, str],
     metadata: pa.Schema,
     tally: ActorHandle | None = None,
+    *,
+    lease_token: str,
 ) -> ray.data.Dataset:
     """The plan over `rows` (PLAN_SCHEMA); the inputs in `dropped` ({uri: reason}) enter as
     failures of stage "dedup" and are never read. `metadata`: the whole plan's metadata columns
@@ -111,6 +144,7 @@ def build_dataset(
             batch_size=PLAN_BLOCK_ROWS,
             batch_format="numpy",
             num_cpus=LOADER_CPUS,
+            **TASK_RETRIES,
             fn_kwargs={
                 "storage_options": config.storage_options,
                 "policy": config.release_policy(),
@@ -127,6 +161,7 @@ def build_dataset(
             compute=ray.data.ActorPoolStrategy(size=config.actors),
             num_gpus=config.gpus_per_actor,
             num_cpus=config.cpus_per_actor,
+            **ACTOR_RESTARTS,
             fn_constructor_kwargs={
                 "model": config.model,
                 "checkpoint": checkpoint,
@@ -142,12 +177,19 @@ def build_dataset(
             batch_size=config.batch_size,
             batch_format="numpy",
             fn_kwargs={"settings": settings, "filters": config.quality_filters()},
+            **TASK_RETRIES,
         )
         .map_batches(
             write_shard,
             batch_size=config.shard_size,
             batch_format="numpy",
-            fn_kwargs={"output": config.output, "storage_options": config.storage_options, "metadata": metadata},
+            **TASK_RETRIES,
+            fn_kwargs={
+                "output": config.output,
+                "storage_options": config.storage_options,
+                "metadata": metadata,
+                "lease_token": lease_token,
+            },
         )
     )
 
@@ -176,12 +218,27 @@ class Progress:
 
 
 def run(config: JobConfig) -> dict[str, Any]:
-    """Run (or resume, or confirm) the release of `config`; returns its manifest."""
+    """Run (or resume, or confirm) the release of `config`; returns its manifest. From planning to
+    `_SUCCESS` the job holds the output's lease (`curation.output_lease`): OutputHeldError if
+    another job holds it."""
     writer = ReleaseWriter(config.output, config.storage_options)
     if writer.is_finished():
         log(f"{config.output} is already a finished release; nothing to do")
         log_next_steps(config)
         return read_manifest(config.output, config.storage_options)
+    with OutputLease(config.output, config.storage_options, submission_id(), log) as lease:
+        return make_release(writer, config, lease)
+
+
+def submission_id() -> str | None:
+    """The id `ray job submit` gave this driver (what `ray job stop` takes); None when run directly.
+    Ray passes it to the driver only in the job config it puts in the environment."""
+    job_config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
+    return job_config.get("metadata", {}).get("job_submission_id")
+
+
+def make_release(writer: ReleaseWriter, config: JobConfig, lease: OutputLease) -> dict[str, Any]:
+    """Plan (or read back the plan), run what is pending and finish, while `lease` holds the output."""
     checkpoint, checkpoint_sha256 = resolve_checkpoint(config)
     if config.blur_faces_and_plates:
         deidentifier()  # checks the detectors' model files here, not in the first worker's first image
@@ -189,7 +246,7 @@ def run(config: JobConfig) -> dict[str, Any]:
     plan, resumed = load_or_create_plan(
         writer,
         config.identity(checkpoint_sha256, dedup.sha256 if dedup else ""),
-        lambda: plan_inputs(config.input, config.storage_options, config.first_id),
+        lambda: list_inputs(config),
     )
     dropped = dedup.dropped(plan["uri"].to_pylist()) if dedup else {}
     if dedup:
@@ -205,9 +262,12 @@ def run(config: JobConfig) -> dict[str, Any]:
     if pending.num_rows:
         with BatchProgress(pending.num_rows, log) as live:
             metadata = metadata_schema(plan)
-            dataset = build_dataset(pending, config, checkpoint, checkpoint_sha256, dropped, metadata, live.tally)
+            dataset = build_dataset(
+                pending, config, checkpoint, checkpoint_sha256, dropped, metadata, live.tally, lease_token=lease.token
+            )
             for row in dataset.iter_rows():
                 progress.add(row)
+    lease.confirm("the manifest and _SUCCESS")
     return finish(writer, config, plan, checkpoint, checkpoint_sha256, progress, dedup)
 
 
@@ -245,6 +305,7 @@ def finish(
         "last_run_images": progress.images + progress.failed,
         "last_run_seconds": round(progress.seconds, 1),
         "last_run_images_per_second": round((progress.images + progress.failed) / max(progress.seconds, 1e-9), 3),
+        "storage": retry_summary(tallies, process_retries()),
     }
     settings = {
         **config.identity(sha256, dedup.sha256 if dedup else ""),
@@ -290,6 +351,7 @@ def run_on_cluster(config: JobConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     known = (InputError, PlanMismatchError, CheckpointError, DedupTableError, DetectorFileError, JobError)
+    known += (OutputHeldError, LeaseLostError, StorageAccessError, StorageUnavailableError)
     return run_job(build_parser(__doc__), argv, config_from_args, run_on_cluster, known, log)
 
 

@@ -29,6 +29,7 @@ import torch
 
 from curation.filters import QualityFilters, apply_filters
 from curation.inputs import InputFailure, read_input
+from curation.output_lease import confirm_lease
 from curation.records import image_entry, with_annotation_ids
 from curation.release import ReleaseImage, ReleaseWriter
 from curation.release_images import (
@@ -44,6 +45,7 @@ from sam_core.amg import MaskGenerator, MaskGeneratorSettings
 from sam_core.amg.cleanup import finish_records
 from sam_core.checkpoints import load_sam
 from sam_core.inference import InferenceOptions
+from sam_core.storage_retry import add_to_tallies, counting_retries
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
@@ -78,19 +80,23 @@ def load_images(
 ) -> Batch:
     """Adds sha256, source_size, release_size (height, width), model_image, release_jpeg,
     blurred_faces, blurred_plates and blurred_regions (JSON text) (see `prepare_image`;
-    `model_long_side`: the longest side the crop layout needs); a row whose bytes cannot be read
-    or decoded gets stage "read" or "decode"."""
+    `model_long_side`: the longest side the crop layout needs) and storage_retries (JSON: the
+    retries its read took, by kind); a row whose bytes cannot be read or decoded gets stage
+    "read" or "decode"."""
     prepare = partial(prepare_image, policy=policy, model_long_side=model_long_side)
     stages, errors = list(batch["stage"]), list(batch["error"])
     prepared: list[PreparedImage | None] = []
+    retried: list[str] = []
     for i, uri in enumerate(batch["uri"]):
         image = None
-        if not stages[i]:
-            try:
-                image = read_input(str(uri), storage_options, prepare)
-            except InputFailure as failure:
-                stages[i], errors[i] = failure.stage, failure.reason
+        with counting_retries() as retries:
+            if not stages[i]:
+                try:
+                    image = read_input(str(uri), storage_options, prepare)
+                except InputFailure as failure:
+                    stages[i], errors[i] = failure.stage, failure.reason
         prepared.append(image)
+        retried.append(json.dumps(retries))
     n = len(prepared)
     return {
         **batch,
@@ -108,6 +114,7 @@ def load_images(
             for kind in BLURRED_KINDS
         },
         "blurred_regions": np.array([json.dumps(p.blurred_regions if p else []) for p in prepared], dtype=object),
+        "storage_retries": np.array(retried, dtype=object),
     }
 
 
@@ -199,13 +206,17 @@ def _record(
     return record, {**kept.tallies(), **blur_tallies(blurred)}, "", ""
 
 
-def write_shard(batch: Batch, output: str, storage_options: dict[str, Any], metadata: pa.Schema) -> Batch:
+def write_shard(
+    batch: Batch, output: str, storage_options: dict[str, Any], metadata: pa.Schema, lease_token: str | None = None
+) -> Batch:
     """Commits the batch as one shard named after its smallest image id, with its summed curation
-    tallies and the release's `metadata` columns in its images index; returns one row (shard, n_images, n_masks, n_failed, bytes) for the driver's
-    progress and summary."""
+    tallies (its inputs' storage retries among them) and the release's `metadata` columns in its
+    images index; returns one row (shard, n_images, n_masks, n_failed, bytes) for the driver's
+    progress and summary. With the job's `lease_token` the shard commits only while the output's
+    lease still carries it (`curation.output_lease.confirm_lease`, LeaseLostError otherwise)."""
     images, failures, tallies = [], [], Counter[str]()
     for i in range(len(batch["uri"])):
-        tallies.update(json.loads(batch["tallies"][i]))
+        tallies.update(add_to_tallies(json.loads(batch["tallies"][i]), json.loads(batch["storage_retries"][i])))
         if batch["stage"][i]:
             failures.append(
                 {
@@ -218,7 +229,8 @@ def write_shard(batch: Batch, output: str, storage_options: dict[str, Any], meta
         else:
             images.append(ReleaseImage(json.loads(batch["record"][i]), bytes(batch["release_jpeg"][i])))
     writer = ReleaseWriter(output, storage_options)
-    commit = writer.commit_shard(int(np.min(batch["image_id"])), images, failures, dict(tallies), metadata)
+    fence = partial(confirm_lease, output, storage_options, lease_token) if lease_token else None
+    commit = writer.commit_shard(int(np.min(batch["image_id"])), images, failures, dict(tallies), metadata, fence)
     return {
         "shard": np.array([commit.name], dtype=object),
         "n_images": np.array([commit.shard.n_images if commit.shard else 0]),

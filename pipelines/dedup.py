@@ -36,6 +36,7 @@ from pipelines.job import run_job
 from sam_core.command_line import add_storage_options, command_parser
 from sam_core.console import stderr_logger
 from sam_core.pace import Pace, duration
+from sam_core.storage_retry import StorageAccessError, StorageUnavailableError
 
 BLOCK_ROWS = 64
 
@@ -135,7 +136,8 @@ def checked_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job(build_parser(), argv, checked_args, run, (InputError,), log)
+    known = (InputError, StorageAccessError, StorageUnavailableError)
+    return run_job(build_parser(), argv, checked_args, run, known, log)
 
 
 if __name__ == "__main__":

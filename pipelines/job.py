@@ -40,8 +40,24 @@ def run_job(
     except (ValueError, OSError) as error:
         parser.error(str(error))
     connect(settings.ray_address, log, settings.dashboard)
+    import ray.data  # here, not at the top: `--help` and usage errors need no Ray
+
+    ray.data.DataContext.get_current().raise_original_map_exception = True  # see known_error
     try:
         run(settings)
-    except known_errors as error:
-        return input_error(str(error))
+    except Exception as error:
+        known = known_error(error, known_errors)
+        if known is None:
+            raise
+        return input_error(str(known).splitlines()[0])
     return 0
+
+
+def known_error(error: BaseException, known_errors: tuple[type[Exception], ...]) -> BaseException | None:
+    """`error`, or the exception raised in a Ray task that it stands for, if one of `known_errors`.
+    A task's exception reaches the driver as a RayTaskError holding it as `cause` (Ray Data raises
+    a stage's own exception, not a UserCodeException, with `raise_original_map_exception`, and
+    adds lines of its own after the message: hence the first line only)."""
+    while isinstance(getattr(error, "cause", None), BaseException):
+        error = error.cause
+    return error if isinstance(error, known_errors) else None

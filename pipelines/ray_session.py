@@ -34,6 +34,14 @@ def connect(ray_address: str | None, log: Callable[[str], None], dashboard: bool
     # longer (vit_h with the sa1b preset on a CPU, a CPU shared with other work), and the job shows
     # its own progress per batch and per committed shard, so that timeout is off.
     context.execution_no_progress_timeout_s = -1
+    # Losing a node (docs/job.md#losing-a-node); both are Ray 2.60's defaults, set because the job
+    # relies on them. A block that still fails after Ray's retries fails the run: never skipped,
+    # so that no input is dropped silently.
+    context.max_errored_blocks = 0
+    # The model stage handles its own errors (a failed batch is retried image by image, a failing
+    # image becomes a failure row); Ray retries an actor task only for a system failure (its actor
+    # or node lost), not for an exception the stage raised.
+    context.actor_task_retry_on_errors = False
 
 
 def dashboard_line(url: str | None) -> str:

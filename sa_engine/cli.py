@@ -24,6 +24,7 @@ class Subcommand(NamedTuple):
 SUBCOMMANDS = {
     "amg": Subcommand("pipelines.amg", "the main Ray job: images to an SA-1B-style release"),
     "dedup": Subcommand("pipelines.dedup", "the near-duplicate Ray job: a keep/drop table for amg --dedup-table"),
+    "verify": Subcommand("curation.verify", "check a release: checksums, indexes, records, every input once"),
     "report": Subcommand("analysis.report", "one HTML report over a release: the paper's sections 5-6"),
     "audit": Subcommand("analysis.audit", "the mask quality audit: export a sample, score its corrections"),
     "fairness": Subcommand("analysis.fairness", "fairness in segmenting people, on MIAP (the paper's Table 2)"),

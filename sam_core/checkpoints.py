@@ -8,6 +8,7 @@ and their keys and shapes must match the architecture exactly.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -20,9 +21,11 @@ import torch
 from sam_core.modeling.config import SamConfig
 from sam_core.modeling.image_encoder import resample_offset_table, resample_position_grid
 from sam_core.modeling.sam import Sam
+from sam_core.storage_retry import counting_retries, filesystem, with_retries
 
 _CHUNK = 8 << 20
 _LISTED = 10  # keys named in an error message before "... and N more"
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -140,13 +143,20 @@ def fetch_checkpoint(
 
 
 def _download(url: str, destination: Path, expected: str) -> Path:
-    import fsspec  # only remote checkpoints need it; sam_core otherwise does no storage I/O
-
+    """`url` copied to `destination` through a temporary file; the copy is retried whole under the
+    storage retry policy, and a copy that needed retries says so in one log line (the model
+    actors' fetches are counted nowhere else)."""
     fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
     os.close(fd)
     try:
-        fs, remote_path = fsspec.core.url_to_fs(url)
-        fs.get_file(remote_path, tmp_name)
+        fs, remote_path = filesystem(url)
+        with counting_retries() as retries:
+            try:
+                with_retries(lambda: fs.get_file(remote_path, tmp_name), url)
+            except OSError as error:  # missing, refused, or failing on every try
+                raise CheckpointError(f"cannot fetch checkpoint {url}: {type(error).__name__}: {error}") from error
+        if retries:
+            log.warning("checkpoint %s fetched after %d storage retries %s", url, retries.total(), dict(retries))
         _check_digest(Path(url), file_sha256(tmp_name), expected)
         os.replace(tmp_name, destination)
     except BaseException:

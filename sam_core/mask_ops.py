@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,12 +164,26 @@ def rles_from_runs(runs: list[np.ndarray], size: tuple[int, int]) -> list[dict[s
 def rle_runs(rle: dict[str, Any]) -> np.ndarray:
     """A COCO RLE's runs of True (`mask_runs`' format, int64), read from its counts without
     decoding the mask."""
-    counts = rle["counts"]
-    counts = _compressed_counts(counts.encode("ascii") if isinstance(counts, str) else counts)
-    bounds = np.cumsum(counts)
+    bounds = np.cumsum(rle_counts(rle))
     starts, ends = bounds[0 : len(bounds) - 1 : 2], bounds[1::2]  # the counts alternate False, True
     present = ends > starts
     return np.stack([starts[present], ends[present]], axis=1).reshape(-1)
+
+
+_WELL_FORMED_COUNTS = re.compile(rb"(?:[0-o]*[0-O])?")
+"""Compressed counts: characters '0'..'o', the last one ending its value (no 0x20 chunk bit)."""
+
+
+def rle_counts(rle: dict[str, Any]) -> np.ndarray:
+    """A COCO RLE's run lengths (int64, column-major, alternately False and True from a run of
+    False), read from its counts (compressed str or bytes, or a list) without decoding the mask.
+    ValueError for compressed counts that are not well formed; the lengths themselves are not
+    checked against the RLE's size."""
+    counts = rle["counts"]
+    text = counts.encode("ascii") if isinstance(counts, str) else counts  # UnicodeError: a ValueError
+    if isinstance(text, bytes) and not _WELL_FORMED_COUNTS.fullmatch(text):
+        raise ValueError(f"malformed compressed RLE counts {text[:40]!r}")
+    return _compressed_counts(text)
 
 
 def _compressed_counts(text: bytes | list[int]) -> np.ndarray:

@@ -55,12 +55,17 @@ def released_names(records: list[dict]) -> list[str]:
     return sorted(Path(r["image"]["source"]).name for r in records)
 
 
-def run_pipeline(script: str, *args: str) -> str:
-    """`python pipelines/<script> <args>` on an embedded Ray; its stderr (the log), asserting success."""
+def run_script(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python pipelines/<script> <args>` on an embedded Ray, `env` added to the environment, run to its end."""
     unset = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
-    env = {k: v for k, v in os.environ.items() if k not in unset}
+    environment = {k: v for k, v in os.environ.items() if k not in unset} | (env or {})
     command = [sys.executable, str(REPO / "pipelines" / script), *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment, check=False)
+
+
+def run_pipeline(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """`run_script`'s stderr (the log), asserting success."""
+    done = run_script(script, *args, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stderr
 

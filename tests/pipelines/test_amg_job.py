@@ -7,7 +7,6 @@ import hashlib
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,8 +16,11 @@ import webdataset as wds
 from pycocotools import mask as coco_mask
 
 from curation.release import iter_release
-from tests.image_zoo import photo_files, write_files
 from tests.pipelines.conftest import FAST_FLAGS, released_names
+from tests.pipelines.exactly_once import accounted_ids as _accounted_ids
+from tests.pipelines.exactly_once import check_exactly_once as _check_exactly_once
+from tests.pipelines.job_runs import photo_folder as _photo_folder
+from tests.pipelines.job_runs import start_and_wait_for_a_commit as _start_and_wait_for_a_commit
 from tests.ray_cluster import RayCluster, free_port, kill, processes_matching
 
 
@@ -35,20 +37,6 @@ def _succeeded(cluster: RayCluster, submission: str) -> str:
     logs = cluster.logs(submission)
     assert cluster.status(submission) == "SUCCEEDED", logs[-4000:]
     return logs
-
-
-def _accounted_ids(out: Path) -> list[int]:
-    """Image ids of every released image and every failure, in one list (duplicates kept)."""
-    released = [r.record["image"]["image_id"] for r in iter_release(str(out))]
-    failed = pq.read_table(out / "failures").column("image_id").to_pylist() if (out / "failures").exists() else []
-    return sorted(released + failed)
-
-
-def _photo_folder(folder: Path, shared_image_paths: list[Path], copies: int) -> int:
-    """`copies` files cycling through the small photos, under distinct names; returns `copies`."""
-    photos = list(photo_files(shared_image_paths).values())
-    write_files(folder, {f"p{i:03d}.jpg": photos[i % len(photos)] for i in range(copies)})
-    return copies
 
 
 def test_job_releases_a_folder_of_photos_and_records_every_bad_file(cluster, zoo, tmp_path):
@@ -147,40 +135,6 @@ def test_job_reads_and_writes_s3_through_a_local_moto_server(cluster, shared_ima
         server.stop()
 
 
-def _wait_for(condition, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what}")
-        time.sleep(0.2)
-
-
-def _check_exactly_once(out: Path, n_inputs: int) -> None:
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert _accounted_ids(out) == list(range(n_inputs))
-    assert manifest["n_images"] == n_inputs and manifest["summary"]["n_inputs"] == n_inputs
-    listed = {s["name"] for s in manifest["shards"]}
-    assert {t.stem for t in (out / "shards").glob("*.tar")} == listed  # no leftover of the dead run
-    assert {p.stem for p in (out / "index" / "images").glob("*.parquet")} == listed
-    for shard in manifest["shards"]:
-        assert hashlib.sha256((out / "shards" / f"{shard['name']}.tar").read_bytes()).hexdigest() == shard["sha256"]
-    assert pq.read_table(out / "index" / "images").num_rows == n_inputs
-
-
-def _start_and_wait_for_a_commit(
-    cluster: RayCluster, shared_image_paths: list[Path], tmp_path: Path, copies: int
-) -> tuple[str, list[str], Path]:
-    """Submit a job over `copies` photos in shards of 2 and return (its id, its arguments, its
-    output) once its first shard is committed: the job is then mid-run."""
-    _photo_folder(tmp_path / "in", shared_image_paths, copies)
-    out = tmp_path / "release"
-    args = ["--input", str(tmp_path / "in"), "--output", str(out), *FAST_FLAGS, "--shard-size", "2"]
-    args += ["--batch-size", "1"]
-    submission = cluster.submit(args, wait=False)
-    _wait_for(lambda: len(list((out / "_progress").glob("*.json"))) >= 1, "a first committed shard")
-    return submission, args, out
-
-
 def test_a_killed_driver_is_resumed_exactly_once(cluster, shared_image_paths, tmp_path):
     n = 10
     first, args, out = _start_and_wait_for_a_commit(cluster, shared_image_paths, tmp_path, n)
@@ -208,3 +162,18 @@ def test_a_killed_model_actor_is_replaced_and_the_job_completes(cluster, shared_
     _succeeded(cluster, cluster.wait(submission) and submission)
     assert not set(processes_matching("MapBatches(MaskStage)")) & set(actors)
     _check_exactly_once(out, n)
+
+
+def test_a_second_submission_on_a_running_output_is_refused_and_the_first_finishes(
+    cluster, shared_image_paths, tmp_path
+):
+    n = 10  # as many as the killed-driver test: the first job is still running when the second starts
+    first, args, out = _start_and_wait_for_a_commit(cluster, shared_image_paths, tmp_path, n)
+    second = cluster.submit(args)
+    logs = cluster.logs(second)
+    assert cluster.status(second) == "FAILED", logs[-4000:]
+    assert f"error: output {out} is held by another job (Ray job {first}, pid " in logs
+    assert f"wait for it, or stop it with ray job stop {first}" in logs
+    _succeeded(cluster, cluster.wait(first) and first)
+    _check_exactly_once(out, n)
+    assert not (out / "_lease.json").exists()

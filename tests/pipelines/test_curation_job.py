@@ -121,3 +121,13 @@ def test_jobs_log_their_progress_and_what_to_run_next(curated):
     out = curated["out"]
     assert f"next: sa-engine report --release {out} --output {out}_report" in curated["amg_log"]
     assert "sa-engine dedup" not in curated["amg_log"]
+
+
+def test_the_curated_release_verifies(curated):
+    from curation.verify import verify_release
+
+    report = verify_release(str(curated["out"]))
+    manifest = json.loads((curated["out"] / "manifest.json").read_text())
+    assert report.problems == [] and report.not_checked == []
+    assert (report.n_images, report.n_masks) == (manifest["n_images"], manifest["n_masks"])
+    assert report.n_failures == manifest["summary"]["n_failed"] >= 2  # the empty file and the dropped duplicate

@@ -112,10 +112,10 @@ def test_help_shows_allowed_values_and_defaults(capsys, words, flag, shown):
 @pytest.mark.parametrize(
     ("flag", "subcommands"),
     [
-        ("--output", [w for w in HELPS if w not in {("audit",), ("evaluate",)}]),
+        ("--output", [w for w in HELPS if w not in {("audit",), ("evaluate",), ("verify",)}]),
         ("--model", [("amg",), ("train",), ("evaluate",), ("fairness",), ("demo",), ("average",), ("resample",)]),
         ("--checkpoint", [("amg",), ("train",), ("evaluate",), ("fairness",), ("demo",)]),
-        ("--storage-options", [("amg",), ("dedup",), ("report",), ("audit", "export"), ("sa1b-index",)]),
+        ("--storage-options", [("amg",), ("dedup",), ("report",), ("audit", "export"), ("sa1b-index",), ("verify",)]),
     ],
 )
 def test_the_same_thing_has_the_same_flag(capsys, flag, subcommands):
