@@ -51,8 +51,7 @@ def load_or_create_plan(
             f"output {writer.root} is not empty and holds no job plan (found {unrelated[:3]}); use an empty output"
         )
     plan = make_plan()
-    writer.fs.makedirs(writer.path(PLAN_DIR), exist_ok=True)
-    with writer.fs.open(plan_path, "wb") as f:  # streamed: no second copy of the plan in memory
+    with writer.open_for_write(PLAN_DIR, "inputs.parquet") as f:
         pq.write_table(plan, f)
     writer.write_bytes((PLAN_DIR, "job.json"), json.dumps(wanted, sort_keys=True, indent=2).encode())
     return plan, False

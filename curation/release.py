@@ -160,7 +160,7 @@ class ReleaseWriter:
     ) -> ShardSummary:
         """Write shard `index`: the tar, then its image and mask index files (see `write_index`)."""
         name = shard_name(index)
-        with self._open_for_write("shards", f"{name}.tar") as raw:
+        with self.open_for_write("shards", f"{name}.tar") as raw:
             sink = _HashingWriter(raw)
             with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for item in images:
@@ -272,10 +272,10 @@ class ReleaseWriter:
 
     def write_bytes(self, parts: tuple[str, ...], data: bytes) -> None:
         """Write `data` to the file `parts` under the root, creating folders where the filesystem has them."""
-        with self._open_for_write(*parts) as f:
+        with self.open_for_write(*parts) as f:
             f.write(data)
 
-    def _open_for_write(self, *parts: str) -> BinaryIO:
+    def open_for_write(self, *parts: str) -> BinaryIO:
         """A file written whole when closed (see `RetryingFileSystem.open`)."""
         path = self.path(*parts)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -284,7 +284,7 @@ class ReleaseWriter:
     def _write_table(self, parts: tuple[str, ...], table: pa.Table) -> None:
         """`table` as Parquet; an empty one gets no row group at all (readers that size their
         batches by the first row group, as Hugging Face `datasets` does, fail on an empty one)."""
-        with self._open_for_write(*parts) as f, pq.ParquetWriter(f, table.schema) as parquet:
+        with self.open_for_write(*parts) as f, pq.ParquetWriter(f, table.schema) as parquet:
             if table.num_rows:
                 parquet.write_table(table)
 

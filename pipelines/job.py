@@ -40,9 +40,6 @@ def run_job(
     except (ValueError, OSError) as error:
         parser.error(str(error))
     connect(settings.ray_address, log, settings.dashboard)
-    import ray.data  # here, not at the top: `--help` and usage errors need no Ray
-
-    ray.data.DataContext.get_current().raise_original_map_exception = True  # see known_error
     try:
         run(settings)
     except Exception as error:

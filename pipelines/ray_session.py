@@ -42,6 +42,10 @@ def connect(ray_address: str | None, log: Callable[[str], None], dashboard: bool
     # image becomes a failure row); Ray retries an actor task only for a system failure (its actor
     # or node lost), not for an exception the stage raised.
     context.actor_task_retry_on_errors = False
+    # A stage's own exception reaches the driver as itself (inside Ray's RayTaskError), not as Ray
+    # Data's UserCodeException, so that the job can say a known error in one line
+    # (`pipelines.job.known_error`).
+    context.raise_original_map_exception = True
 
 
 def dashboard_line(url: str | None) -> str:
