@@ -6,11 +6,13 @@ A synthetic Parquet manifest of `--rows` inputs (uris like s3://bucket/images/04
 shuffled order; country, lat and lon columns, some of them null) is written first. Then, each in a
 fresh child process so that its peak resident set size (ru_maxrss) is its own:
 
-- first run: what `pipelines/amg.py` does before the Ray plan at a job's first run: `plan_inputs`
-  over the manifest, saving the plan (`load_or_create_plan`), `metadata_schema`, `pending_inputs`.
+- first run: what `pipelines/amg.py` does before Ray starts at a job's first run: `plan_inputs`
+  over the manifest and the plan written a row group at a time with its metadata schema
+  (`load_or_create_plan`), `pending_ids`, and the blocks of ids the dataset starts from (`id_blocks`).
 - resume: after commit markers for `rows // shard-size` shards of `--shard-size` ids each are
   written in `_progress/` (as `ReleaseWriter.commit_shard` writes them; the shards' files are not),
-  what a rerun does: the saved plan read back, `remove_uncommitted`, `commits`, `pending_inputs`.
+  what a rerun does: the saved plan's footer read back, `remove_uncommitted`, `commits`,
+  `pending_ids`, `id_blocks`.
 
 "ready" is the child's RSS once its imports are done (torch among them, as in the driver); "peak" is
 its peak over the run. Times are wall seconds of the driver's steps, not of writing the inputs.
@@ -26,11 +28,16 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from curation.job_plan import SavedPlan
+    from curation.release import ReleaseWriter
 
 COUNTRIES = ("NZ", "FR", "BR", "IN", "US", "KE", "JP", "DE", "ZA", "AR", "EG", "ID")
 IDENTITY = {"input": "manifest", "model": "benchmark"}
@@ -65,30 +72,35 @@ def write_markers(output: Path, rows: int, shard_size: int) -> int:
 
 def first_run(manifest: Path, output: Path) -> tuple[int, int]:
     """The driver's planning at a job's first run; (planned, pending)."""
-    from curation.inputs import metadata_schema, plan_inputs
+    from curation.inputs import plan_inputs
     from curation.job_plan import load_or_create_plan
     from curation.release import ReleaseWriter
-    from pipelines.amg import pending_inputs
 
     writer = ReleaseWriter(str(output))
-    plan, _ = load_or_create_plan(writer, IDENTITY, lambda: plan_inputs(str(manifest)))
-    metadata_schema(plan)
-    return plan.num_rows, pending_inputs(plan, writer.commits()).num_rows
+    plan, _ = load_or_create_plan(writer, IDENTITY, lambda f: plan_inputs(str(manifest)).write(f))
+    return plan.num_rows, _pending_blocks(plan, writer)
 
 
 def resume(manifest: Path, output: Path) -> tuple[int, int]:
     """The driver's planning when a job resumes; (planned, pending)."""
     from curation.job_plan import load_or_create_plan
     from curation.release import ReleaseWriter
-    from pipelines.amg import pending_inputs
 
-    def must_not_list() -> pa.Table:
+    def must_not_list(f: BinaryIO) -> None:
         raise RuntimeError(f"the resume listed {manifest} again instead of reading the saved plan")
 
     writer = ReleaseWriter(str(output))
     plan, _ = load_or_create_plan(writer, IDENTITY, must_not_list)
     writer.remove_uncommitted()
-    return plan.num_rows, pending_inputs(plan, writer.commits()).num_rows
+    return plan.num_rows, _pending_blocks(plan, writer)
+
+
+def _pending_blocks(plan: SavedPlan, writer: ReleaseWriter) -> int:
+    """The pending ids of `plan` and the dataset's first blocks made of them; how many ids."""
+    from pipelines.amg import NO_DROPS, id_blocks, pending_ids
+
+    blocks = id_blocks(plan, pending_ids(plan, writer.commits()), NO_DROPS)
+    return sum(block.num_rows for block in blocks)
 
 
 STEPS = {"first run": first_run, "resume": resume}

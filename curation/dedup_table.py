@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,8 @@ from curation.dedup import DEDUP_SCHEMA
 from sam_core.storage_retry import read_bytes
 
 SETTINGS_KEY = b"sa_engine.dedup"
+USED_COLUMNS = ["uri", "keep", "reason", "matched_uri", "distance"]
+"""The columns a job reads of a keep/drop table (the others are for people and the report)."""
 
 
 class DedupTableError(ValueError):
@@ -39,7 +40,8 @@ def dedup_table_bytes(table: pa.Table, settings: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class DedupTable:
-    """A keep/drop table as read: the rows, the settings it was made with, its bytes and their sha256."""
+    """A keep/drop table as read: its rows (USED_COLUMNS), the settings it was made with, its bytes
+    and their sha256."""
 
     table: pa.Table
     settings: dict[str, Any]
@@ -50,32 +52,42 @@ class DedupTable:
     def read(cls, uri: str, storage_options: dict[str, Any] | None = None) -> DedupTable:
         try:
             data = read_bytes(uri, storage_options)  # retried whole under the storage retry policy
-            table = pq.read_table(io.BytesIO(data))
+            schema = pq.read_schema(io.BytesIO(data))
+            missing = sorted(set(DEDUP_SCHEMA.names) - set(schema.names))
+            if missing:
+                raise DedupTableError(f"{uri} is not a keep/drop table of pipelines/dedup.py: no columns {missing}")
+            table = pq.read_table(io.BytesIO(data), columns=USED_COLUMNS)
         except (OSError, pa.ArrowException) as error:
             raise DedupTableError(f"cannot read the keep/drop table {uri}: {error}") from error
-        missing = sorted(set(DEDUP_SCHEMA.names) - set(table.column_names))
-        if missing:
-            raise DedupTableError(f"{uri} is not a keep/drop table of pipelines/dedup.py: no columns {missing}")
-        settings = json.loads((table.schema.metadata or {}).get(SETTINGS_KEY, b"{}"))
-        return cls(table.select(DEDUP_SCHEMA.names), settings, data, hashlib.sha256(data).hexdigest())
+        settings = json.loads((schema.metadata or {}).get(SETTINGS_KEY, b"{}"))
+        return cls(table, settings, data, hashlib.sha256(data).hexdigest())
 
-    def dropped(self, uris: Sequence[str]) -> dict[str, str]:
-        """{uri: reason} for the `uris` this table drops in favour of another of `uris`;
-        DedupTableError if it lacks any of them (it was made for other inputs)."""
-        listed = set(self.table["uri"].to_pylist())
-        absent = [u for u in uris if u not in listed]
+    def dropped(self, plan: pa.Table) -> pa.Table:
+        """The inputs of `plan` (image_id, uri) that this table drops in favour of another input of
+        `plan`, as (image_id, error), in `plan`'s order; DedupTableError if it lacks any of them (it
+        was made for other inputs). Computed with Arrow over whole columns: no row becomes Python."""
+        at = pc.index_in(plan["uri"], value_set=self.table["uri"])  # each input's row in the table
+        absent = pc.sum(pc.is_null(at)).as_py()
         if absent:
+            example = plan["uri"].filter(pc.is_null(at))[0]
             raise DedupTableError(
-                f"the keep/drop table lacks {len(absent)} of the {len(uris)} inputs (e.g. {absent[0]}); "
+                f"the keep/drop table lacks {absent} of the {plan.num_rows} inputs (e.g. {example}); "
                 "make it for this input with pipelines/dedup.py"
             )
-        drops = self.table.filter(pc.invert(self.table["keep"])).select(["uri", "matched_uri", "distance"])
-        wanted = set(uris)
-        return {  # a duplicate whose kept image is not in this input stays: it is then the only copy
-            row["uri"]: f"near-duplicate of {row['matched_uri']} (hashes {row['distance']}/64 bits apart)"
-            for row in drops.to_pylist()
-            if row["uri"] in wanted and row["matched_uri"] in wanted
-        }
+        dropping = pc.invert(self.table["keep"]).take(at)
+        candidates = plan.select(["image_id"]).filter(dropping)
+        matched = self.table.select(["matched_uri", "distance"]).take(at.filter(dropping))
+        # a duplicate whose kept image is not in this input stays: it is then the only copy
+        present = plan["uri"].filter(pc.is_in(plan["uri"], value_set=pc.unique(matched["matched_uri"])))
+        error = pc.binary_join_element_wise(
+            "near-duplicate of ",
+            matched["matched_uri"],
+            " (hashes ",
+            pc.cast(matched["distance"], pa.string()),
+            "/64 bits apart)",
+            "",
+        )
+        return candidates.append_column("error", error).filter(pc.is_in(matched["matched_uri"], value_set=present))
 
     def summary(self) -> dict[str, Any]:
         """Counts for the card: inputs checked, by reason, and clusters of near-duplicates."""

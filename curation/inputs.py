@@ -4,7 +4,8 @@ and reading one input, with a failure that says at which stage it failed.
 Inputs are either a glob / folder on any fsspec filesystem, or a manifest (Parquet or CSV)
 with a `uri` column and optional metadata columns (country, lat, lon, ...) that travel into the
 image records. Image ids are positions in the URI-sorted plan (plus `first_id`), so the same
-input gives the same ids on every run.
+input gives the same ids on every run. Only the URIs' sort order is made over the whole input:
+the plan is written (`InputPlan.write`) a row group at a time, each taken from the listing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, BinaryIO, TypeVar
 
@@ -33,6 +34,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MANIFEST_EXTENSIONS = (".parquet", ".csv")
 PLAN_SCHEMA = pa.schema([("image_id", pa.int64()), ("uri", pa.string()), ("metadata", pa.string())])
 """One row per input; `metadata` is a JSON object (possibly empty) of the manifest's other columns."""
+PLAN_ROW_GROUP = 65_536
+"""Inputs per row group of a written plan: the unit in which it is written, and read back by id."""
+PLAN_PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "use_dictionary": False,
+    "column_encoding": {"image_id": "DELTA_BINARY_PACKED", "uri": "DELTA_BYTE_ARRAY", "metadata": "DELTA_BYTE_ARRAY"},
+}
+"""How a plan is written: sorted URIs share their prefixes, so the file is less than half the
+default's size (the driver holds it while it is written) and reads back faster."""
+METADATA_SCHEMA_KEY = b"sa_engine.metadata_schema"
+"""The key of a written plan's metadata schema in its Parquet key-value metadata (`schema_text`)."""
 
 
 class InputError(ValueError):
@@ -68,23 +80,93 @@ def read_input(uri: str, storage_options: dict[str, Any], decode: Callable[[byte
         raise InputFailure("decode", str(error)) from error
 
 
-def plan_inputs(uri: str, storage_options: dict[str, Any] | None = None, first_id: int = 0) -> pa.Table:
-    """The plan (PLAN_SCHEMA) for a folder, a glob, or a manifest file at `uri`."""
+def plan_inputs(uri: str, storage_options: dict[str, Any] | None = None, first_id: int = 0) -> InputPlan:
+    """The plan of a folder, a glob, or a manifest file at `uri`: listed (or read) and checked,
+    in URI order, not yet written (`InputPlan.write`)."""
     options = storage_options or {}
     if uri.lower().endswith(MANIFEST_EXTENSIONS):
-        uris, metadata = _read_manifest(uri, options)
+        batches = _read_manifest(uri, options)
     else:
-        uris = pa.chunked_array([_glob_images(uri, options)], pa.string())
-        metadata = pa.chunked_array([pa.repeat("{}", len(uris))], pa.string())
-    if not len(uris):
+        batches = [pa.record_batch({"uri": pa.array(_glob_images(uri, options), pa.string())})]
+    plan = InputPlan(batches, first_id)
+    if not plan.num_rows:
         raise InputError(f"no input images found at {uri} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    order = pc.sort_indices(uris)  # UTF-8 byte order is code point order, as Python's sorted()
-    uris = uris.take(order)  # one column at a time: the plan is never held twice
-    duplicated = pc.unique(uris[1:].filter(pc.equal(uris[1:], uris[:-1]))).to_pylist()
-    if duplicated:
-        raise InputError(f"input manifest {uri} lists {len(duplicated)} URIs twice, e.g. {duplicated[:3]}")
-    ids = np.arange(first_id, first_id + len(uris), dtype=np.int64)
-    return pa.table({"image_id": ids, "uri": uris, "metadata": metadata.take(order)}, schema=PLAN_SCHEMA)
+    count, examples = plan.duplicates()
+    if count:
+        raise InputError(f"input manifest {uri} lists {count} URIs twice, e.g. {examples}")
+    return plan
+
+
+class InputPlan:
+    """The inputs as listed: `batches` (a `uri` column, then a manifest's other columns, Arrow as
+    read) in the listing's order, and the URI order over them, which gives each input its image
+    id (`first_id` + its place in that order). Only the sort indices are made: the plan's rows in
+    URI order are taken from the listing a group of rows at a time, never held whole."""
+
+    def __init__(self, batches: list[pa.RecordBatch], first_id: int) -> None:
+        self.batches, self.first_id = batches, first_id
+        self.starts = np.cumsum([0] + [len(b) for b in batches[:-1]], dtype=np.int64)
+        uris = pa.chunked_array([b.column("uri") for b in batches], pa.string())
+        # UTF-8 byte order is code point order, as Python's sorted(); the smallest integers that hold
+        # the positions (uint32 below 4G inputs), as this is held while the plan is written
+        self.order = pc.sort_indices(uris).to_numpy().astype(np.min_scalar_type(len(uris)))
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.order)
+
+    def groups(self, rows: int = PLAN_ROW_GROUP, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The listing's rows (`columns` of them; all by default) in URI order, `rows` at a time."""
+        batches = self.batches if columns is None else [b.select(columns) for b in self.batches]
+        for start in range(0, self.num_rows, rows):
+            yield gather(batches.__getitem__, self.starts, self.order[start : start + rows])
+
+    def uris(self) -> pa.ChunkedArray:
+        """Every URI, in URI order."""
+        return pa.chunked_array([group.column(0) for group in self.groups(columns=["uri"])], pa.string())
+
+    def duplicates(self) -> tuple[int, list[str]]:
+        """(how many URIs are listed more than once, up to three of them), found in URI order."""
+        count, examples, last, last_found = 0, [], None, None
+        for group in self.groups(columns=["uri"]):
+            uris = group.column(0)
+            if last is not None:
+                uris = pa.concat_arrays([pa.array([last], pa.string()), uris])
+            found = pc.unique(uris[1:].filter(pc.equal(uris[1:], uris[:-1])))
+            again = int(len(found) > 0 and found[0].as_py() == last_found)  # counted in the group before
+            count += len(found) - again
+            examples += found[again : again + 3 - len(examples)].to_pylist()
+            last, last_found = uris[-1].as_py(), found[-1].as_py() if len(found) else last_found
+        return count, examples
+
+    def write(self, sink: BinaryIO, rows: int = PLAN_ROW_GROUP) -> None:
+        """The plan (PLAN_SCHEMA) as Parquet to `sink`, a row group of `rows` inputs at a time, each
+        group's metadata JSON made as it is written; the metadata schema (`MetadataColumns`) goes
+        into the file's key-value metadata (`plan_metadata_schema` reads it back)."""
+        columns = MetadataColumns()
+        with pq.ParquetWriter(sink, PLAN_SCHEMA, **PLAN_PARQUET_OPTIONS) as parquet:
+            for first, group in zip(itertools.count(self.first_id, rows), self.groups(rows)):
+                others = group.drop_columns(["uri"])
+                columns.add_columns(others)
+                ids = np.arange(first, first + len(group), dtype=np.int64)
+                plan = pa.table([ids, group["uri"], _metadata_json(others)], schema=PLAN_SCHEMA)
+                parquet.write_table(plan, row_group_size=rows)
+            parquet.add_key_value_metadata({METADATA_SCHEMA_KEY: schema_text(columns.schema())})
+
+
+def gather(batch: Callable[[int], pa.RecordBatch], starts: np.ndarray, rows: np.ndarray) -> pa.RecordBatch:
+    """`rows` (positions over batches laid end to end; `starts`: where each batch begins) in the
+    order given, taken batch by batch: `batch(i)` is called once for each batch `rows` fall in.
+    (Arrow's take over a chunked string column first joins all its chunks into one copy.)"""
+    which = np.searchsorted(starts, rows, side="right") - 1
+    by_batch = np.argsort(which, kind="stable")
+    cuts = np.searchsorted(which[by_batch], np.arange(len(starts) + 1))
+    pieces = [
+        batch(i).take(pa.array(rows[by_batch[a:b]] - starts[i]))
+        for i, (a, b) in enumerate(itertools.pairwise(cuts))
+        if b > a
+    ]
+    return pa.concat_batches(pieces).take(pa.array(np.argsort(by_batch)))
 
 
 def _glob_images(uri: str, options: dict[str, Any]) -> list[str]:
@@ -124,12 +206,12 @@ def _fixed_folder(pattern: str) -> str:
 
 
 MANIFEST_BATCH_ROWS = 1 << 18
-"""Manifest rows turned into plan rows at a time: the manifest's other columns are never held whole."""
+"""Rows of a Parquet manifest read at a time, and of a plan's metadata JSON parsed at a time."""
 
 
-def _read_manifest(uri: str, options: dict[str, Any]) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
-    """(the manifest's uris, each row's other non-null columns as a JSON object with sorted keys)."""
-    uris, metadata, missing, seen = [], [], [], 0
+def _read_manifest(uri: str, options: dict[str, Any]) -> list[pa.RecordBatch]:
+    """The manifest's rows in batches: `uri` (as strings) first, then its other columns as read."""
+    batches, missing, seen = [], [], 0
     try:
         with fsspec.open(uri, "rb", **options) as f:
             for batch in _manifest_batches(f, uri):
@@ -137,8 +219,8 @@ def _read_manifest(uri: str, options: dict[str, Any]) -> tuple[pa.ChunkedArray, 
                 empty = pc.indices_nonzero(pc.fill_null(pc.equal(found, ""), True))
                 missing.extend(seen + i for i in empty[: 5 - len(missing)].to_pylist())
                 seen += batch.num_rows
-                uris.append(found)
-                metadata.append(_metadata_json(batch.drop_columns(["uri"])))
+                others = batch.drop_columns(["uri"])
+                batches.append(pa.RecordBatch.from_arrays([found, *others.columns], ["uri", *others.schema.names]))
     except (OSError, pa.ArrowException) as error:
         raise InputError(f"cannot read input manifest {uri}: {error}") from error
     if missing:
@@ -146,13 +228,13 @@ def _read_manifest(uri: str, options: dict[str, Any]) -> tuple[pa.ChunkedArray, 
             f"input manifest {uri}: rows {missing} (counted from 0, header excluded) have no uri; "
             "give each row a uri or remove it"
         )
-    return pa.chunked_array(uris, pa.string()), pa.chunked_array(metadata, pa.string())
+    return batches
 
 
 def _manifest_batches(f: BinaryIO, uri: str) -> Iterator[pa.RecordBatch]:
     """The manifest's rows in batches, after checking its columns."""
     if uri.lower().endswith(".parquet"):
-        parquet = pq.ParquetFile(f)
+        parquet = pq.ParquetFile(f, pre_buffer=False)  # pre-buffering holds whole row groups' bytes
         schema, batches = parquet.schema_arrow, parquet.iter_batches(MANIFEST_BATCH_ROWS)
     else:
         table = pa_csv.read_csv(f)  # whole: CSV column types are inferred over every row
@@ -204,18 +286,59 @@ def _nested_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def metadata_schema(plan: pa.Table) -> pa.Schema:
-    """The columns the plan's metadata gives the images index, by first appearance, each typed
-    from the JSON values it holds over the whole plan: all bool -> bool, all integers -> int64,
-    numbers -> float64, anything else -> string (JSON text where not a string). So that every
-    shard's images index has the same columns, whichever of its images lack a value."""
-    kinds: dict[str, set[type]] = {}
-    for chunk in plan["metadata"].chunks:
-        for start in range(0, len(chunk), MANIFEST_BATCH_ROWS):
-            for text in chunk[start : start + MANIFEST_BATCH_ROWS].to_pylist():
-                for key, value in json.loads(text).items():
-                    kinds.setdefault(key, set()).add(type(value))
-    return pa.schema([(key, _column_type(found)) for key, found in kinds.items()])
+class MetadataColumns:
+    """The columns the plan's metadata gives the images index, gathered a group of plan rows at a
+    time: by first appearance (a row's keys in name order), each typed from the JSON values it holds
+    over the whole plan: all bool -> bool, all integers -> int64, numbers -> float64, anything else
+    -> string (JSON text where not a string). So that every shard's images index has the same
+    columns, whichever of its images lack a value."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, set[type]] = {}
+
+    def add_columns(self, columns: pa.RecordBatch) -> None:
+        """Manifest rows (its columns other than `uri`), typed by what their values are as JSON."""
+        first = {name: pc.index(pc.is_valid(columns.column(name)), True).as_py() for name in columns.schema.names}
+        for name in sorted((n for n, row in first.items() if row >= 0), key=lambda n: (first[n], n)):
+            self.kinds.setdefault(name, set()).add(_json_type(columns.schema.field(name).type))
+
+    def add_json(self, texts: Iterable[str]) -> None:
+        """Plan rows' metadata, as JSON objects."""
+        for text in texts:
+            for key, value in json.loads(text).items():
+                self.kinds.setdefault(key, set()).add(type(value))
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([(key, _column_type(found)) for key, found in self.kinds.items()])
+
+
+def _json_type(kind: pa.DataType) -> type:
+    """The Python type `json.loads` gives the JSON text of a value of Arrow type `kind` (as
+    `_json_values` writes it); str for anything that becomes a string column."""
+    if pa.types.is_dictionary(kind):
+        return _json_type(kind.value_type)
+    if pa.types.is_boolean(kind):
+        return bool
+    if pa.types.is_integer(kind):
+        return int
+    return float if pa.types.is_floating(kind) else str
+
+
+def schema_text(schema: pa.Schema) -> str:
+    """A metadata schema (`MetadataColumns.schema`) as JSON: [[name, Arrow type name], ...]."""
+    return json.dumps([[field.name, str(field.type)] for field in schema])
+
+
+def plan_metadata_schema(plan: pq.ParquetFile) -> pa.Schema:
+    """The metadata schema of a written plan: stored with it by `InputPlan.write`, or (a plan
+    written before it was) gathered from its metadata JSON a batch of rows at a time."""
+    stored = (plan.metadata.metadata or {}).get(METADATA_SCHEMA_KEY)
+    if stored is not None:
+        return pa.schema([(name, pa.type_for_alias(kind)) for name, kind in json.loads(stored)])
+    columns = MetadataColumns()
+    for batch in plan.iter_batches(MANIFEST_BATCH_ROWS, columns=["metadata"]):
+        columns.add_json(batch.column(0).to_pylist())
+    return columns.schema()
 
 
 def _column_type(found: set[type]) -> pa.DataType:

@@ -19,6 +19,16 @@ How the lease is taken depends on the store:
 - any other fsspec store: as S3, each conditional write emulated by read, write, wait
   SETTLE_SECONDS, read back. Best effort: two jobs that start within that time may both go on.
 
+Every call on the store (read, create, replace, delete; `read_holder` and `confirm_lease` too)
+goes through the storage retry policy (`curation.retrying_fs`) and is counted with the process's
+other retries. A conditional write whose try was stored but whose answer was lost (a connection
+reset mid-response) meets itself on the retry and is refused: 412, the lease exists (a create) or
+its ETag changed (a replace). A refused write therefore reads the lease back: if it carries this
+job's token (written by no one else) the lease is ours as stored, and its version becomes ours;
+anything else is another job's. A retried delete that finds no lease is done. A lease that stays
+unreadable through the retries raises StorageUnavailableError, never LeaseLostError: a shard
+writer that cannot confirm commits nothing, and its error stops the job (a rerun resumes).
+
 Expiry compares the holder's clock with the taker's: hosts' clocks must agree to a few seconds.
 """
 
@@ -38,8 +48,9 @@ from dataclasses import asdict, dataclass, replace
 from types import TracebackType
 from typing import Any, Self
 
-import fsspec
 from fsspec.asyn import sync
+
+from curation.retrying_fs import RetryingFileSystem
 
 LEASE = "_lease.json"
 TTL_SECONDS = 60.0
@@ -129,13 +140,13 @@ def held_error(uri: str, holder: Holder | None) -> OutputHeldError:
     )
 
 
-def lease_path(uri: str, storage_options: dict[str, Any] | None) -> tuple[fsspec.AbstractFileSystem, str]:
+def lease_path(uri: str, storage_options: dict[str, Any] | None) -> tuple[RetryingFileSystem, str]:
     """(the filesystem of output `uri`, the path of its lease file)."""
-    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    return fs, f"{root.rstrip('/')}/{LEASE}"
+    fs = RetryingFileSystem(uri, storage_options)
+    return fs, f"{fs.root.rstrip('/')}/{LEASE}"
 
 
-def read_holder(fs: fsspec.AbstractFileSystem, path: str) -> Holder | None:
+def read_holder(fs: RetryingFileSystem, path: str) -> Holder | None:
     """The lease's holder as stored now (read afresh, no cache); None if there is no lease."""
     try:
         raw = fs.cat_file(path)
@@ -145,8 +156,9 @@ def read_holder(fs: fsspec.AbstractFileSystem, path: str) -> Holder | None:
 
 
 def confirm_lease(uri: str, storage_options: dict[str, Any] | None, token: str, what: str) -> None:
-    """LeaseLostError unless the lease of output `uri` still carries `token`. `what`: what the
-    caller is about to commit (a shard's name), for the message."""
+    """LeaseLostError unless the lease of output `uri` still carries `token`; StorageUnavailableError
+    if it cannot be read through the retries. `what`: what the caller is about to commit (a
+    shard's name), for the message."""
     fs, path = lease_path(uri, storage_options)
     holder = read_holder(fs, path)
     if holder is None or holder.token != token:
@@ -172,9 +184,8 @@ class OutputLease:
     ) -> None:
         self.uri, self.storage_options = uri, storage_options
         fs, path = lease_path(uri, storage_options)
-        local = "file" in _protocols(fs)
-        self.holder = Holder.new(job, None if local else ttl)
-        self._keeper = _LocalLock(fs, path) if local else _RenewedLease(_store(fs, path), log)
+        self.holder = Holder.new(job, None if fs.is_local else ttl)
+        self._keeper = _LocalLock(fs, path) if fs.is_local else _RenewedLease(_store(fs, path), log)
 
     @property
     def token(self) -> str:
@@ -216,7 +227,7 @@ class _Keeper(ABC):
 class _LocalLock(_Keeper):
     """An exclusive flock on the lease file, for as long as this process lives or until release."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+    def __init__(self, fs: RetryingFileSystem, path: str) -> None:
         self.fs, self.path = fs, path
         self.fd: int | None = None
 
@@ -254,8 +265,11 @@ class _Conflict(Exception):
 
 
 class _Store(ABC):
-    """The lease file with compare-and-swap writes. A version (an opaque string) names one
-    content of the file; each write names the version it expects and returns the new one."""
+    """The lease file with compare-and-swap writes, each call under the retry policy. A version
+    (an opaque string) names one content of the file; each write names the version it expects
+    and returns the new one, or raises _Conflict when the file is not at that version (or, for
+    `create`, exists). A refused write may have been this write's own earlier try (see the
+    module's docstring): the caller reads the lease back to tell."""
 
     @abstractmethod
     def read(self) -> tuple[bytes, str] | None: ...
@@ -270,25 +284,22 @@ class _Store(ABC):
     def delete(self, version: str) -> None: ...
 
 
-def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
-    return {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-
-
-def _store(fs: fsspec.AbstractFileSystem, path: str) -> _Store:
-    return _S3Store(fs, path) if _protocols(fs) & {"s3", "s3a"} else _SettlingStore(fs, path)
+def _store(fs: RetryingFileSystem, path: str) -> _Store:
+    protocols = {fs.fs.protocol} if isinstance(fs.fs.protocol, str) else set(fs.fs.protocol)
+    return _S3Store(fs, path) if protocols & {"s3", "s3a"} else _SettlingStore(fs, path)
 
 
 class _S3Store(_Store):
     """S3's own conditional requests; the version is the object's ETag."""
 
-    def __init__(self, fs: Any, path: str) -> None:
-        self.fs = fs
-        self.bucket, self.key, _ = fs.split_path(path)
+    def __init__(self, fs: RetryingFileSystem, path: str) -> None:
+        self.fs, self.path, self.s3 = fs, path, fs.fs
+        self.bucket, self.key, _ = self.s3.split_path(path)
 
     def read(self) -> tuple[bytes, str] | None:
         async def get() -> tuple[bytes, str] | None:  # body and ETag from one request
             try:
-                found = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=self.key)
+                found = await self.s3._call_s3("get_object", Bucket=self.bucket, Key=self.key)
             except FileNotFoundError:
                 return None
             try:
@@ -296,7 +307,7 @@ class _S3Store(_Store):
             finally:
                 found["Body"].close()
 
-        return sync(self.fs.loop, get)
+        return self.fs.call(self.path, lambda: sync(self.s3.loop, get))
 
     def create(self, data: bytes) -> str:
         return self._call("put_object", Body=data, IfNoneMatch="*")["ETag"]
@@ -305,11 +316,12 @@ class _S3Store(_Store):
         return self._call("put_object", Body=data, IfMatch=version)["ETag"]
 
     def delete(self, version: str) -> None:
+        """_Conflict also when the lease is gone (NoSuchKey): see `_RenewedLease.release`."""
         self._call("delete_object", IfMatch=version)
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            return self.fs.call_s3(method, Bucket=self.bucket, Key=self.key, **kwargs)
+            return self.fs.call(self.path, lambda: self.s3.call_s3(method, Bucket=self.bucket, Key=self.key, **kwargs))
         except OSError as error:  # s3fs keeps botocore's error as the cause
             response = getattr(error.__cause__, "response", None) or {}
             if response.get("Error", {}).get("Code") in _S3_CONFLICTS:
@@ -321,7 +333,7 @@ class _SettlingStore(_Store):
     """Stores without conditional writes: a write counts if it reads back unchanged after
     SETTLE_SECONDS (best effort). The version is the content's sha256."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, settle: float = SETTLE_SECONDS) -> None:
+    def __init__(self, fs: RetryingFileSystem, path: str, settle: float = SETTLE_SECONDS) -> None:
         self.fs, self.path, self.settle = fs, path, settle
 
     def read(self) -> tuple[bytes, str] | None:
@@ -342,7 +354,10 @@ class _SettlingStore(_Store):
 
     def delete(self, version: str) -> None:
         self._expect(version)
-        self.fs.rm_file(self.path)
+        try:
+            self.fs.rm_file(self.path)
+        except FileNotFoundError:
+            pass  # deleted by an earlier try whose answer was lost
 
     def _expect(self, version: str) -> None:
         found = self.read()
@@ -372,24 +387,23 @@ class _RenewedLease(_Keeper):
 
     def take(self, holder: Holder, uri: str) -> None:
         self.uri = uri
-        while True:
-            mine = holder.taken_now()
-            version = self._try_take(mine, uri)
-            if version is not None:
-                break
-        self.holder, self.version = mine, version
+        taken = None
+        while taken is None:
+            taken = self._try_take(holder.taken_now(), uri)
+        self.holder, self.version = taken
         self._renewer.start()
 
-    def _try_take(self, holder: Holder, uri: str) -> str | None:
-        """The version written if the lease was free or expired; None after a lost race or a
-        wait for an abandoned lease to expire (look again); OutputHeldError for a live holder."""
+    def _try_take(self, holder: Holder, uri: str) -> tuple[Holder, str] | None:
+        """(the holder stored, its version) if the lease was free or expired; None after a lost
+        race or a wait for an abandoned lease to expire (look again); OutputHeldError for a live
+        holder."""
         found = self.store.read()
         if found is None:
-            return self._attempt(self.store.create, holder.encode())
+            return self._write(self.store.create, holder)
         current, now = Holder.decode(found[0], uri), time.time()
         if current.expired(now):
             self.log(f"taking over the expired lease of {uri} ({current.describe(now)})")
-            return self._attempt(self.store.replace, holder.encode(), found[1])
+            return self._write(self.store.replace, holder, found[1])
         if current.seems_alive(now):
             raise held_error(uri, current)
         assert current.expires is not None  # only a timed lease is ever abandoned
@@ -400,39 +414,39 @@ class _RenewedLease(_Keeper):
         time.sleep(current.expires - now + 0.1)
         return None
 
-    @staticmethod
-    def _attempt(write: Callable[..., str], *args: Any) -> str | None:
+    def _write(self, write: Callable[..., str], holder: Holder, *version: str) -> tuple[Holder, str] | None:
+        """(`holder`, the version made) by `write(holder.encode(), *version)` (a create or a
+        replace); after a refusal, the stored lease if it is still ours, else None (another job
+        wrote first)."""
         try:
-            return write(*args)
+            return holder, write(holder.encode(), *version)
         except _Conflict:
-            return None  # another job wrote first
+            return self._adopt_stored_version(holder.token)
+
+    def _adopt_stored_version(self, token: str) -> tuple[Holder, str] | None:
+        """(the stored holder, its version) if the stored lease carries `token`, else None. After
+        a refused write: one of its tries (or of an earlier renewal given up after every retry)
+        was stored but its answer lost, and its retry met it. Only this job writes its token, so
+        the lease is ours as stored."""
+        found = self.store.read()
+        if found is None:
+            return None
+        stored = Holder.decode(found[0], self.uri)
+        return (stored, found[1]) if stored.token == token else None
 
     def _renew_until_stopped(self) -> None:
         assert self.holder is not None and self.holder.expires is not None
         period = (self.holder.expires - self.holder.renewed) / 4
         while not self._stop.wait(period):
-            renewed = self.holder.renewed_now()
             try:
-                self.version = self.store.replace(renewed.encode(), self.version)
-            except _Conflict:
-                if self._adopt_stored_version():
-                    continue
-                self.log(f"lost the lease of {self.uri} to another job: this job will commit no more shards")
-                return
-            except OSError as error:  # the store unreachable for a moment: try again next period
+                renewed = self._write(self.store.replace, self.holder.renewed_now(), self.version)
+            except OSError as error:  # the store unreachable through every retry: try again next period
                 self.log(f"could not renew the lease of {self.uri} ({error}); trying again in {period:.0f} s")
                 continue
-            self.holder = renewed
-
-    def _adopt_stored_version(self) -> bool:
-        """After a refused renewal: whether the stored lease is still ours (a renewal that went
-        through but whose answer was lost, then retried); if so, its version is taken as ours."""
-        assert self.holder is not None
-        found = self.store.read()
-        if found is None or Holder.decode(found[0], self.uri).token != self.holder.token:
-            return False
-        self.version = found[1]
-        return True
+            if renewed is None:
+                self.log(f"lost the lease of {self.uri} to another job: this job will commit no more shards")
+                return
+            self.holder, self.version = renewed
 
     def release(self) -> None:
         self._stop.set()
@@ -441,6 +455,6 @@ class _RenewedLease(_Keeper):
         try:
             self.store.delete(self.version)
         except _Conflict:
-            pass  # no longer ours: leave the other job's lease alone
+            pass  # another job's now (leave it alone), or gone: deleted by an earlier try whose answer was lost
         except OSError as error:
             self.log(f"could not delete the lease of {self.uri} ({error}); it expires on its own")

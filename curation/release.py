@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -408,10 +407,12 @@ def iter_shard(
     Member names are checked (plain file names, no folders, no '..'), sizes are bounded, and
     every record must come with its image; anything else raises ReleaseError naming the shard.
     With a `checksum` list, (bytes, sha256 hex) of the whole file is appended to it once the
-    shard has been read to its end, from the same single read.
+    shard has been read to its end, from the same single read. The shard is read in ranges, each
+    under the storage retry policy (`RetryingFileSystem.open_ranged`).
     """
     pending: dict[str, dict[str, bytes]] = {}
-    with fsspec.open(uri, "rb", **(storage_options or {})) as source:
+    fs = RetryingFileSystem(uri, storage_options)
+    with fs.open_ranged(fs.root) as source:
         raw = _HashingReader(source)
         yield from _shard_members(uri, raw, pending)
         if checksum is not None:

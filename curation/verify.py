@@ -8,7 +8,10 @@ Prints each problem found as one line naming the file and the image or annotatio
 1; or one line, `ok: N shards, N images, N masks, N failures verified`, and exits 0. A release
 without `_plan/` (made by a tool, e.g. `sa-engine scenes`) says that its inputs could not be
 checked. The release is read once, shard by shard (a tar in one pass that also hashes it, then its
-two index files): memory holds one shard's annotations and 12 bytes per image id.
+two index files): memory holds one shard's annotations and 12 bytes per image id. Every storage
+call is under the storage retry policy (`curation.retrying_fs`; files are read in ranges): a 503
+or a reset connection is retried, and a store that keeps failing or refuses stops verify with
+exit status 2 and one line, never a problem reported against a file.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,9 +33,11 @@ import pyarrow.parquet as pq
 from curation.job_plan import PLAN_DIR
 from curation.record_check import record_problems
 from curation.release import MANIFEST, SUCCESS, ReleaseError, iter_shard
+from curation.retrying_fs import RetryingFileSystem
 from sam_core.command_line import add_storage_options, command_parser, input_error
 from sam_core.console import configure_logging, stderr_line
 from sam_core.pace import Pace
+from sam_core.storage_retry import StorageAccessError, StorageUnavailableError
 
 PLAN_INPUTS = f"{PLAN_DIR}/inputs.parquet"
 SHARD_FIELDS = {"name": str, "n_images": int, "n_masks": int, "bytes": int, "sha256": str}
@@ -117,8 +121,8 @@ class _Verifier:
     """One pass over a release under `root` of `fs`, adding to `report`."""
 
     def __init__(self, uri: str, storage_options: dict[str, Any]) -> None:
-        self.fs, root = fsspec.core.url_to_fs(uri, **storage_options)
-        self.root = root.rstrip("/")
+        self.fs = RetryingFileSystem(uri, storage_options)
+        self.root = self.fs.root.rstrip("/")
         self.storage_options = storage_options
         self.report = VerifyReport(uri)
         self.placements = Placements()
@@ -129,6 +133,13 @@ class _Verifier:
 
     def problem(self, line: str) -> None:
         self.report.problems.append(line)
+
+    def unreadable(self, line: str, error: BaseException) -> None:
+        """The problem `line` for a file that `error` made unreadable; `error` itself when it is the
+        store's, not the file's (still failing after every retry, or refused): verify stops."""
+        if isinstance(error, (StorageUnavailableError, StorageAccessError)):
+            raise error
+        self.problem(line)
 
     def run(self) -> VerifyReport:
         if not self.fs.exists(self.root):
@@ -208,7 +219,7 @@ class _Verifier:
             for item in iter_shard(uri, self.storage_options, checksum):
                 self.add_record(tar, item.record, contents)
         except UNREADABLE as error:
-            self.problem(f"{tar}: unreadable after {len(contents.image_ids)} images: {error}")
+            self.unreadable(f"{tar}: unreadable after {len(contents.image_ids)} images: {error}", error)
         self.placements.add(tar, contents.image_ids)
         n_masks = contents.total_masks
         self.report.n_images += len(contents.image_ids)
@@ -250,7 +261,7 @@ class _Verifier:
         """`reader` over the file `relative` (it may keep the file open); None, and a problem, if
         the file is missing or `reader` fails."""
         try:
-            f = self.fs.open(self.path(relative), "rb")
+            f = self.fs.open_ranged(self.path(relative))
         except FileNotFoundError:
             self.problem(f"{relative}: missing")
             return None
@@ -258,7 +269,7 @@ class _Verifier:
             return reader(f)
         except UNREADABLE as error:
             f.close()
-            self.problem(f"{relative}: unreadable: {error}")
+            self.unreadable(f"{relative}: unreadable: {error}", error)
             return None
 
     def open_index(self, relative: str, columns: Sequence[str]) -> pq.ParquetFile | None:
@@ -282,7 +293,7 @@ class _Verifier:
         try:
             rows = parquet.read(columns=["image_id", "n_masks", "shard"]).to_pylist()
         except UNREADABLE as error:
-            self.problem(f"{index}: unreadable: {error}")
+            self.unreadable(f"{index}: unreadable: {error}", error)
             return
         finally:
             parquet.close(force=True)
@@ -310,7 +321,7 @@ class _Verifier:
                 for row in batch.to_pylist():
                     self.check_mask_row(index, tar, row, expected)
         except UNREADABLE as error:
-            self.problem(f"{index}: unreadable: {error}")
+            self.unreadable(f"{index}: unreadable: {error}", error)
             return
         finally:
             parquet.close(force=True)
@@ -353,7 +364,7 @@ class _Verifier:
                     missing = pc.filter(batch["uri"], pc.invert(present)).to_pylist()
                     self.failures_without_id += [f"{relative}: the row of {uri} has no image_id" for uri in missing]
             except UNREADABLE as error:
-                self.problem(f"{relative}: unreadable: {error}")
+                self.unreadable(f"{relative}: unreadable: {error}", error)
             finally:
                 parquet.close(force=True)
             self.placements.add(relative, np.concatenate([np.zeros(0, np.int64), *ids]))
@@ -375,7 +386,7 @@ class _Verifier:
                         "and no failures file"
                     )
         except UNREADABLE as error:
-            self.problem(f"{PLAN_INPUTS}: unreadable: {error}")
+            self.unreadable(f"{PLAN_INPUTS}: unreadable: {error}", error)
         finally:
             plan.close(force=True)
 

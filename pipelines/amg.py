@@ -6,18 +6,22 @@
 Run directly, it starts an embedded local Ray and uses the shipped `sae_tiny` model; under
 `ray job submit` it joins the job's cluster. The plan, as Ray Data stages:
 
-    read the plan -> load_images (CPU) -> blocks of one model batch -> MaskStage (actor pool, GPU)
-                  -> make_records (CPU) -> write_shard (CPU)
+    pending ids (a block per plan row group) -> read_plan_rows (CPU) -> blocks of PLAN_BLOCK_ROWS
+        -> load_images (CPU) -> blocks of one model batch -> MaskStage (actor pool, GPU)
+        -> make_records (CPU) -> write_shard (CPU)
 
 Exactly once: the input is listed once and saved with the job's settings under
 `<output>/_plan/`; every shard commits a marker in `<output>/_progress/` after its files. A
 rerun on the same output (after a crash, a stopped job, a killed driver) deletes files no
 marker vouches for, processes only inputs no committed shard holds, then writes the manifest,
-the card and `_SUCCESS`. A finished release is left as it is.
+the card and `_SUCCESS`. A finished release is left as it is. The driver never holds the plan's
+rows: the plan is written a row group at a time, and the driver keeps only ids; the Ray tasks
+read the uris and metadata of their ids from the plan file.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shlex
@@ -35,13 +39,13 @@ if __package__ in (None, ""):  # run as a script (`python pipelines/amg.py`): ma
 from curation.card import curation_summary, release_card
 from curation.dedup_table import DedupTable, DedupTableError
 from curation.detector_file_error import DetectorFileError
-from curation.inputs import InputError, metadata_schema, plan_inputs
-from curation.job_plan import PlanMismatchError, load_or_create_plan
+from curation.inputs import InputError, InputPlan, plan_inputs
+from curation.job_plan import PlanMismatchError, SavedPlan, load_or_create_plan
 from curation.output_lease import LeaseLostError, OutputHeldError, OutputLease
 from curation.release import ReleaseWriter, ShardCommit, read_manifest
 from curation.release_images import deidentifier
 from pipelines.amg_config import JobConfig, build_parser, config_from_args, with_gpus
-from pipelines.amg_stages import MaskStage, load_images, make_records, write_shard
+from pipelines.amg_stages import MaskStage, load_images, make_records, read_plan_rows, write_shard
 from pipelines.batch_progress import BatchProgress
 from pipelines.job import run_job
 from sam_core.checkpoints import CheckpointError, checkpoint_or_shipped, fetch_checkpoint, file_sha256
@@ -61,8 +65,9 @@ if TYPE_CHECKING:
     from ray.actor import ActorHandle
 
 PLAN_BLOCK_ROWS = 16
-"""Rows per input block: small blocks let the first stage spread over many tasks."""
-MAX_PLAN_BLOCKS = 20_000
+"""Rows per block of load_images: small blocks let it spread over many tasks."""
+NO_DROPS = pa.table({"image_id": pa.array([], pa.int64()), "error": pa.array([], pa.string())})
+"""The inputs a job without a keep/drop table drops (`DedupTable.dropped`'s shape)."""
 DEDUP_COPY = ("dedup", "keep_drop.parquet")
 """Where the release keeps a copy of the keep/drop table it was made with."""
 LOADER_CPUS = 0.5
@@ -92,7 +97,7 @@ def resolve_checkpoint(config: JobConfig) -> tuple[str | None, str]:
     return source, file_sha256(fetch_checkpoint(source)) if source is not None else ""
 
 
-def list_inputs(config: JobConfig) -> pa.Table:
+def list_inputs(config: JobConfig) -> InputPlan:
     """The input plan of `config`, its listing (or manifest read) made again from the start after
     a transient storage fault; a refusal for good is an InputError naming the input."""
     options = storage_options_for(config.input, config.storage_options)
@@ -102,43 +107,62 @@ def list_inputs(config: JobConfig) -> pa.Table:
         raise InputError(f"cannot list the input {config.input}: {type(error).__name__}: {error}") from error
 
 
-def pending_inputs(plan: pa.Table, commits: list[ShardCommit]) -> pa.Table:
-    """Rows of `plan` that no committed shard holds; JobError if a committed id is held twice."""
+def pending_ids(plan: SavedPlan, commits: list[ShardCommit]) -> np.ndarray:
+    """The image ids of `plan` (increasing) that no committed shard holds; JobError if a committed
+    id is held twice."""
     held = np.sort(np.concatenate([np.empty(0, np.int64), *(np.asarray(c.image_ids, np.int64) for c in commits)]))
     twice = np.unique(held[1:][held[1:] == held[:-1]])
     if twice.size:
         raise JobError(f"image ids {twice[:5].tolist()} are in more than one committed shard; the release is corrupt")
-    if not held.size:
-        return plan
-    return plan.filter(pc.invert(pc.is_in(plan["image_id"], value_set=pa.array(held))))
+    todo = np.ones(plan.num_rows, bool)
+    positions = held - plan.first_id
+    todo[positions[(positions >= 0) & (positions < plan.num_rows)]] = False
+    return np.flatnonzero(todo) + plan.first_id
+
+
+def id_blocks(plan: SavedPlan, pending: np.ndarray, dropped: pa.Table) -> list[pa.Table]:
+    """The first blocks of the job's dataset: the `pending` ids (increasing) of `plan`, a block per
+    row group of the plan file that holds any, with stage "dedup" and the error for the ids in
+    `dropped` (image_id, error: `DedupTable.dropped`, by id), "" for the others."""
+    drop_ids = dropped["image_id"].to_numpy()
+    errors = pa.concat_arrays([*dropped["error"].chunks, pa.array([""])])  # the last: no error
+    cuts = np.searchsorted(pending, plan.first_id + np.asarray(plan.group_starts))
+    blocks = []
+    for a, b in itertools.pairwise(cuts):
+        if b > a:
+            ids = pending[a:b]
+            at = np.searchsorted(drop_ids, ids)
+            hit = at < len(drop_ids)
+            hit[hit] = drop_ids[at[hit]] == ids[hit]
+            stage = pc.if_else(pa.array(hit), "dedup", "")
+            blocks.append(
+                pa.table({"image_id": ids, "stage": stage, "error": errors.take(np.where(hit, at, len(drop_ids)))})
+            )
+    return blocks
 
 
 def build_dataset(
-    rows: pa.Table,
+    plan: SavedPlan,
+    blocks: list[pa.Table],
     config: JobConfig,
     checkpoint: str | None,
     checkpoint_sha256: str,
-    dropped: dict[str, str],
-    metadata: pa.Schema,
     tally: ActorHandle | None = None,
     *,
     lease_token: str,
 ) -> ray.data.Dataset:
-    """The plan over `rows` (PLAN_SCHEMA); the inputs in `dropped` ({uri: reason}) enter as
-    failures of stage "dedup" and are never read. `metadata`: the whole plan's metadata columns
-    (`curation.inputs.metadata_schema`), the same in every shard's images index. `tally`: the
-    `BatchTally` actor the model stage reports each finished batch to."""
+    """The job's dataset over `blocks` of ids of `plan` (`id_blocks`): the inputs with stage
+    "dedup" are never read. `tally`: the `BatchTally` actor the model stage reports each finished
+    batch to."""
     import ray.data
 
     settings = config.generator_settings()
-    block_rows = max(PLAN_BLOCK_ROWS, -(-rows.num_rows // MAX_PLAN_BLOCKS))
-    uris = rows["uri"].to_pylist()
-    rows = rows.append_column("stage", pa.array(["dedup" if u in dropped else "" for u in uris])).append_column(
-        "error", pa.array([dropped.get(u, "") for u in uris])
-    )
-    blocks = [rows.slice(start, block_rows) for start in range(0, rows.num_rows, block_rows)]
     return (
         ray.data.from_arrow(blocks)
+        .map_batches(read_plan_rows, batch_size=None, batch_format="pyarrow", fn_kwargs={"plan": plan}, **TASK_RETRIES)
+        # Streaming (no all-to-all), and never fused with the stage after it: load_images gets
+        # small blocks, spread over many tasks, rather than a row group's worth in one task.
+        .repartition(target_num_rows_per_block=PLAN_BLOCK_ROWS)
         .map_batches(
             load_images,
             batch_size=PLAN_BLOCK_ROWS,
@@ -187,7 +211,7 @@ def build_dataset(
             fn_kwargs={
                 "output": config.output,
                 "storage_options": config.storage_options,
-                "metadata": metadata,
+                "metadata": plan.metadata,
                 "lease_token": lease_token,
             },
         )
@@ -246,24 +270,25 @@ def make_release(writer: ReleaseWriter, config: JobConfig, lease: OutputLease) -
     plan, resumed = load_or_create_plan(
         writer,
         config.identity(checkpoint_sha256, dedup.sha256 if dedup else ""),
-        lambda: list_inputs(config),
+        lambda f: list_inputs(config).write(f),
+        config.storage_options,
     )
-    dropped = dedup.dropped(plan["uri"].to_pylist()) if dedup else {}
+    dropped = dedup.dropped(plan.read(["image_id", "uri"])) if dedup else NO_DROPS
     if dedup:
         writer.write_bytes(DEDUP_COPY, dedup.data)
     removed = writer.remove_uncommitted()
-    pending = pending_inputs(plan, writer.commits())
+    pending = pending_ids(plan, writer.commits())
     log(
-        f"{'resuming' if resumed else 'starting'}: {plan.num_rows} inputs planned, {pending.num_rows} to do"
-        + (f"; the keep/drop table drops {len(dropped)} as near-duplicates" if dedup else "")
+        f"{'resuming' if resumed else 'starting'}: {plan.num_rows} inputs planned, {pending.size} to do"
+        + (f"; the keep/drop table drops {dropped.num_rows} as near-duplicates" if dedup else "")
         + (f"; removed {len(removed)} files of unfinished shards" if removed else "")
     )
-    progress = Progress(pending.num_rows)
-    if pending.num_rows:
-        with BatchProgress(pending.num_rows, log) as live:
-            metadata = metadata_schema(plan)
+    progress = Progress(pending.size)
+    if pending.size:
+        with BatchProgress(pending.size, log) as live:
+            blocks = id_blocks(plan, pending, dropped)
             dataset = build_dataset(
-                pending, config, checkpoint, checkpoint_sha256, dropped, metadata, live.tally, lease_token=lease.token
+                plan, blocks, config, checkpoint, checkpoint_sha256, live.tally, lease_token=lease.token
             )
             for row in dataset.iter_rows():
                 progress.add(row)
@@ -274,18 +299,17 @@ def make_release(writer: ReleaseWriter, config: JobConfig, lease: OutputLease) -
 def finish(
     writer: ReleaseWriter,
     config: JobConfig,
-    plan: pa.Table,
+    plan: SavedPlan,
     checkpoint: str | None,
     sha256: str,
     progress: Progress,
     dedup: DedupTable | None,
 ) -> dict[str, Any]:
     commits = writer.commits()
-    missing = pending_inputs(plan, commits)
-    if missing.num_rows:
-        raise JobError(
-            f"{missing.num_rows} planned inputs are in no committed shard (e.g. {missing['uri'][0]}); rerun the job"
-        )
+    missing = pending_ids(plan, commits)
+    if missing.size:
+        example = plan.rows(missing[:1], ["uri"]).column("uri")[0]
+        raise JobError(f"{missing.size} planned inputs are in no committed shard (e.g. {example}); rerun the job")
     shards = [c.shard for c in commits if c.shard is not None]
     n_images, n_failed = sum(s.n_images for s in shards), sum(c.n_failed for c in commits)
     n_masks = sum(s.n_masks for s in shards)

@@ -1,10 +1,12 @@
 """The stages of the automatic-mask job, as callables for Ray Data's `map_batches`: column
 plumbing around `curation` (release images, records, filters) and `sam_core` (the generator).
 
-Batches are dicts of numpy arrays (Ray Data's "numpy" format). Every row that enters a stage
-leaves it: a row that fails carries `stage` and `error` from then on and passes the later
-stages untouched, so it reaches the writer and the failures table, never the void.
+Batches are dicts of numpy arrays (Ray Data's "numpy" format; read_plan_rows's are Arrow tables).
+Every row that enters a stage leaves it: a row that fails carries `stage` and `error` from then on
+and passes the later stages untouched, so it reaches the writer and the failures table, never the
+void.
 
+    read_plan_rows (CPU tasks)  plan ids -> their uri and metadata, read from the saved plan file
     load_images   (CPU tasks)   uri -> source sha256 and size, the image at the model size, and
                                 the release JPEG (`curation.release_images.prepare_image`)
     MaskStage     (actor pool)  images at the model size -> SA-1B mask proposals (JSON)
@@ -29,6 +31,7 @@ import torch
 
 from curation.filters import QualityFilters, apply_filters
 from curation.inputs import InputFailure, read_input
+from curation.job_plan import SavedPlan
 from curation.output_lease import confirm_lease
 from curation.records import image_entry, with_annotation_ids
 from curation.release import ReleaseImage, ReleaseWriter
@@ -73,6 +76,13 @@ def _replace_column(batch: Batch, old: str, new: str, values: list[Any], stages:
         "error": np.array(errors, dtype=object),
         new: np.array(values, dtype=object),
     }
+
+
+def read_plan_rows(block: pa.Table, plan: SavedPlan) -> pa.Table:
+    """Adds uri and metadata to a block of ids of `plan` (image_id, stage, error), read from the
+    plan file (under the storage retry policy): only the row groups that hold them."""
+    rows = plan.rows(block["image_id"].to_numpy(), ["uri", "metadata"])
+    return block.append_column("uri", rows.column("uri")).append_column("metadata", rows.column("metadata"))
 
 
 def load_images(

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Hash, group and write the keep/drop table of `args.input`; returns the counts by reason."""
     plan = plan_inputs(args.input, args.storage_options)
     log(f"hashing {plan.num_rows} inputs")
-    uris = plan["uri"].to_pylist()
+    uris = plan.uris().to_pylist()
     found = signatures(uris, args.storage_options, {"max_pixels": args.max_pixels, "min_side": args.min_side})
     log(f"grouping {plan.num_rows:,} hashes: every pair within {args.max_distance} bits")
     start = time.monotonic()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -104,12 +105,14 @@ _rng = random.Random()
 T = TypeVar("T")
 
 
-def transient_kind(error: BaseException) -> str | None:
+def transient_kind(error: BaseException, handling: BaseException | None = None) -> str | None:
     """The kind of a transient storage error ("slow_down", "internal_error", "timeout",
     "connection", "truncated", "bad_response"), or None for a permanent one. The error's chain
-    of causes is searched, the root cause first: s3fs wraps botocore's errors in OSError."""
+    of causes is searched, the root cause first: s3fs wraps botocore's errors in OSError. The
+    search stops at `handling`, the exception being handled when the call was made: an error
+    raised in an `except` block or an `__exit__` carries it as its context, not as its cause."""
     chain = []
-    while error is not None and error not in chain:
+    while error is not None and error not in chain and error is not handling:
         chain.append(error)
         error = error.__cause__ or error.__context__
     if any(isinstance(link, (FileNotFoundError, PermissionError, StorageUnavailableError)) for link in chain):
@@ -130,11 +133,12 @@ def with_retries(call: Callable[[], T], target: str, policy: RetryPolicy = POLIC
     """`call()`, tried again after each transient error (see `transient_kind`) up to
     `policy.attempts` tries in all; a permanent error is raised at once, and the last transient
     one as StorageUnavailableError naming `target` (the URI or path the call is about)."""
+    handling = sys.exception()
     for attempt in range(1, policy.attempts + 1):
         try:
             return call()
         except Exception as error:
-            kind = transient_kind(error)
+            kind = transient_kind(error, handling)
             if kind is None:
                 raise
             if attempt == policy.attempts:

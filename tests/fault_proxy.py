@@ -10,13 +10,16 @@ Each request is forwarded to moto unless the proxy, drawing from `random.Random(
     truncated       GET only, forwarded; the full Content-Length is announced, fewer bytes sent,
                     then the connection is closed
 
-Keys ending in one of `spared` never get a transient fault. At most `max_faults_per_request` faults are injected into one request (the same method on the
-same path and query), however often it is sent: a real store's faults are independent, but the
-bound makes sure a bounded retry policy gets through, so a test's outcome does not hang on luck.
+A reset of a write is the "answer lost" case: moto stored the write, the client sees only an
+error, and its retry meets its own write. At most `max_faults_per_request` faults are injected
+into one request (the same method on the same path and query), however often it is sent: a real
+store's faults are independent, but the bound makes sure a bounded retry policy gets through, so
+a test's outcome does not hang on luck.
 
 `delete_bucket` deletes a bucket for real. `deny(bucket, prefix)` answers 403 AccessDenied for every request on that bucket and key prefix
 (listings included) until `allow()`: a permanent fault switched at run time. `injected` counts
-what was injected, by kind; `requests` counts every request the proxy answered.
+what was injected, by kind, and `faults_on(method, key)` per request; `requests` counts every
+request the proxy answered.
 """
 
 from __future__ import annotations
@@ -61,13 +64,11 @@ class FaultProxy:
         seed: int = 0,
         faults: tuple[str, ...] = FAULTS,
         max_faults_per_request: int = 2,
-        spared: tuple[str, ...] = (),
     ) -> None:
         unknown = set(faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS}")
         self.rate, self.faults, self.max_faults_per_request = rate, faults, max_faults_per_request
-        self.spared = spared
         self.injected: Counter[str] = Counter()
         self._faulted: Counter[tuple[str, str]] = Counter()
         self.requests = 0
@@ -133,15 +134,14 @@ class FaultProxy:
     def draw(self, method: str, target: str) -> str | None:
         """The fault for the request `method` `target` (path and query): "denied", one of
         `faults`, or None (forward it untouched)."""
-        url = urlsplit(target)
-        bucket, _, key = unquote(url.path).lstrip("/").partition("/")
+        bucket, _, key = _key_of(target).partition("/")
         with self._lock:
             self.requests += 1
-            if self._denied and _covers(self._denied, bucket, key, parse_qs(url.query)):
+            if self._denied and _covers(self._denied, bucket, key, parse_qs(urlsplit(target).query)):
                 self.injected["denied"] += 1
                 return "denied"
             applicable = [f for f in self.faults if _applies(f, method)]
-            if self._random.random() >= self.rate or not applicable or key.endswith(self.spared):
+            if self._random.random() >= self.rate or not applicable:
                 return None
             if self._faulted[method, target] >= self.max_faults_per_request:
                 return None
@@ -150,10 +150,20 @@ class FaultProxy:
             self.injected[fault] += 1
             return fault
 
+    def faults_on(self, method: str, key: str) -> int:
+        """How many faults were injected into requests `method` on `key` ("bucket/key"), any query."""
+        with self._lock:
+            return sum(n for (m, target), n in self._faulted.items() if m == method and _key_of(target) == key)
+
     def split_of(self, length: int) -> int:
         """A random count in [0, length): how many of `length` bytes a cut response sends."""
         with self._lock:
             return self._random.randrange(0, max(length, 1))
+
+
+def _key_of(target: str) -> str:
+    """ "bucket/key" (or "bucket" alone) of a request's path and query."""
+    return unquote(urlsplit(target).path).lstrip("/")
 
 
 def _applies(fault: str, method: str) -> bool:

@@ -1,5 +1,6 @@
-"""The output lease on a local folder (flock), on S3 (a real moto server on 127.0.0.1: conditional
-writes) and on a store without conditional writes (fsspec's memory filesystem: best effort)."""
+"""The output lease on a local folder (flock), on S3 (a real moto server on 127.0.0.1 behind the
+fault proxy: conditional writes, through transient faults) and on a store without conditional
+writes (fsspec's memory filesystem: best effort)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import boto3
 import fsspec
 import pytest
 
@@ -27,26 +29,53 @@ from curation.output_lease import (
     confirm_lease,
 )
 from curation.release import ReleaseWriter
-from tests.ray_cluster import free_port
+from sam_core.storage_retry import StorageUnavailableError, counting_retries
+from tests.fault_proxy import FAULTS, FaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
 TTL = 1.0
 """Seconds: short, so that renewals (every TTL/4) and expiry happen within a test."""
 
 
-@pytest.fixture(scope="module")
-def s3_options():
-    import boto3
-    from moto.server import ThreadedMotoServer
+_MOTO_KEYS = {"aws_access_key_id": "moto", "aws_secret_access_key": "moto"}
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{server._port}"
-    boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="moto", aws_secret_access_key="moto"
-    ).create_bucket(Bucket="leases")
-    yield {"key": "moto", "secret": "moto", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    server.stop()
+
+def _moto_options(endpoint: str) -> dict:
+    return {"key": "moto", "secret": "moto", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+
+
+@pytest.fixture(scope="module")
+def proxy():
+    """The fault proxy in front of moto, bucket `leases`; no faults unless a test sets them."""
+    with FaultProxy(seed=43) as proxy:
+        s3 = boto3.client("s3", endpoint_url=proxy.moto_endpoint, region_name="us-east-1", **_MOTO_KEYS)
+        s3.create_bucket(Bucket="leases")
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def s3_options(proxy):
+    """Storage options that reach moto itself, without faults."""
+    return _moto_options(proxy.moto_endpoint)
+
+
+@pytest.fixture(scope="module")
+def flaky_options(proxy):
+    """Storage options that reach moto through the proxy, and its faults."""
+    return _moto_options(proxy.endpoint)
+
+
+@pytest.fixture
+def faults(proxy):
+    """`faults(*kinds)`: each request faulted (at most twice, the proxy's bound) with one of `kinds`
+    from now until the test ends."""
+
+    def set_faults(*kinds: str) -> None:
+        proxy.faults, proxy.rate = kinds, 1.0
+
+    bound = proxy.max_faults_per_request
+    yield set_faults
+    proxy.faults, proxy.rate, proxy.max_faults_per_request = FAULTS, 0.0, bound
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -62,15 +91,15 @@ def _lease_file(uri: str, options: dict) -> tuple[fsspec.AbstractFileSystem, str
     return fs, f"{root}/{LEASE}"
 
 
-def _holder_in_another_process(uri: str, options: dict) -> tuple[subprocess.Popen, str]:
-    """A process that takes the lease (TTL seconds) and holds it until killed; (it, its token)."""
+def _holder_in_another_process(uri: str, options: dict, ttl: float = TTL) -> tuple[subprocess.Popen, str]:
+    """A process that takes the lease (`ttl` seconds) and holds it until killed; (it, its token)."""
     code = (
         "import json, sys, time; from curation.output_lease import OutputLease\n"
         "lease = OutputLease(sys.argv[1], json.loads(sys.argv[2]), None, print, ttl=float(sys.argv[3])).__enter__()\n"
         "print(lease.token, flush=True); time.sleep(600)"
     )
     holder = subprocess.Popen(
-        [sys.executable, "-c", code, uri, json.dumps(options), str(TTL)], cwd=REPO, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, uri, json.dumps(options), str(ttl)], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout is not None
     return holder, holder.stdout.readline().strip()
@@ -113,17 +142,13 @@ def test_a_live_holder_renews_its_lease_past_its_ttl(s3_options):
             OutputLease(uri, s3_options, None, print, ttl=TTL).__enter__()
 
 
-def test_an_expired_lease_is_taken_over_by_exactly_one_of_two_racing_jobs(s3_options):
-    uri = f"s3://leases/{uuid.uuid4().hex}"
-    fs, path = _lease_file(uri, s3_options)
-    dead = replace(
-        Holder.new("amg-dead", TTL), taken=time.time() - 10, renewed=time.time() - 10, expires=time.time() - 9
-    )
-    fs.pipe_file(path, dead.encode())
-    start, won, refused, logged = threading.Barrier(2), [], [], []
+def _race(uri: str, options: dict, log) -> tuple[list[OutputLease], list[str]]:
+    """Jobs amg-a and amg-b take the lease of `uri` at the same moment: (the leases taken, the
+    refusals' messages)."""
+    start, won, refused = threading.Barrier(2), [], []
 
     def take(job: str) -> None:
-        lease = OutputLease(uri, s3_options, job, logged.append, ttl=30)
+        lease = OutputLease(uri, options, job, log, ttl=30)
         start.wait()
         try:
             won.append(lease.__enter__())
@@ -135,6 +160,18 @@ def test_an_expired_lease_is_taken_over_by_exactly_one_of_two_racing_jobs(s3_opt
         racer.start()
     for racer in racers:
         racer.join()
+    return won, refused
+
+
+def test_an_expired_lease_is_taken_over_by_exactly_one_of_two_racing_jobs(s3_options):
+    uri = f"s3://leases/{uuid.uuid4().hex}"
+    fs, path = _lease_file(uri, s3_options)
+    dead = replace(
+        Holder.new("amg-dead", TTL), taken=time.time() - 10, renewed=time.time() - 10, expires=time.time() - 9
+    )
+    fs.pipe_file(path, dead.encode())
+    logged: list[str] = []
+    won, refused = _race(uri, s3_options, logged.append)
     assert len(won) == 1 and len(refused) == 1, (won, refused)
     winner = won[0]
     assert f"Ray job {winner.holder.job}" in refused[0] and any("taking over the expired lease" in m for m in logged)
@@ -144,17 +181,20 @@ def test_an_expired_lease_is_taken_over_by_exactly_one_of_two_racing_jobs(s3_opt
 
 def test_a_killed_holder_blocks_no_one_for_long_and_can_no_longer_commit(output, tmp_path):
     uri, options = output
-    holder, dead_token = _holder_in_another_process(uri, options)
+    ttl = 6.0  # renewed every 1.5 s: seconds to spare between each step below and the next
+    holder, dead_token = _holder_in_another_process(uri, options, ttl)
     holder.kill()
     holder.wait()
-    if uri.startswith("s3://"):  # a lease not renewed for TTL/2 is waited out; a fresher one is refused
+    if uri.startswith("s3://"):  # a lease not renewed for ttl/2 is waited out; a fresher one is refused
         with pytest.raises(OutputHeldError):
             OutputLease(uri, options, None, print, ttl=TTL).__enter__()
-        time.sleep(TTL / 2)
+        fs, path = _lease_file(uri, options)
+        last_renewed = json.loads(fs.cat_file(path))["renewed"]
+        time.sleep(max(0.0, last_renewed + ttl / 2 + 0.1 - time.time()))  # abandoned now, not yet expired
     waited: list[str] = []
     started = time.monotonic()
     with OutputLease(uri, options, "amg-next", waited.append, ttl=TTL) as lease:
-        assert time.monotonic() - started < 1.5 * TTL
+        assert time.monotonic() - started < ttl
         assert any(m.startswith("waiting ") for m in waited) == uri.startswith("s3://")
         writer = ReleaseWriter(uri, options)
         failure = {"image_id": 0, "uri": "a.jpg", "stage": "read", "error": "gone"}
@@ -184,3 +224,89 @@ def test_a_job_whose_lease_was_taken_over_stops_with_a_clear_error(s3_options):
     assert isinstance(stopped.value.__cause__, RuntimeError)
     assert any("lost the lease" in m for m in logged)
     assert json.loads(fs.cat_file(path))["token"] == other.token  # the other job's lease left alone
+
+
+def _s3_output() -> tuple[str, str]:
+    """(a fresh output URI in bucket `leases`, its lease's "bucket/key")."""
+    name = uuid.uuid4().hex
+    return f"s3://leases/{name}", f"leases/{name}/{LEASE}"
+
+
+def test_a_lease_whose_create_answer_was_lost_is_taken_by_this_job(proxy, s3_options, flaky_options, faults):
+    uri, key = _s3_output()
+    fs, path = _lease_file(uri, s3_options)
+    faults("reset")  # the create is stored, its answer cut; the retry is refused: the lease exists
+    with counting_retries() as retried, OutputLease(uri, flaky_options, "amg-mine", print, ttl=TTL) as lease:
+        assert json.loads(fs.cat_file(path))["token"] == lease.token
+        assert proxy.faults_on("PUT", key) == 2 and retried.total() >= 2
+    assert not fs.exists(path)  # released: a delete whose retry found the lease gone is done
+
+
+def test_a_renewal_whose_answer_was_lost_keeps_the_lease(proxy, s3_options, flaky_options, faults):
+    uri, key = _s3_output()
+    fs, path = _lease_file(uri, s3_options)
+    logged: list[str] = []
+    with OutputLease(uri, flaky_options, "amg-mine", logged.append, ttl=TTL) as lease:
+        faults("reset")  # from the next renewal on: stored, answer cut; its retry is refused (new ETag)
+        deadline = time.monotonic() + 10 * TTL
+        while proxy.faults_on("PUT", key) < 2 and time.monotonic() < deadline:
+            time.sleep(TTL / 10)
+        faulted_at = time.time()
+        while (stored := Holder(**json.loads(fs.cat_file(path)))).renewed < faulted_at and time.monotonic() < deadline:
+            time.sleep(TTL / 10)
+        assert proxy.faults_on("PUT", key) == 2
+        assert stored.token == lease.token and stored.renewed > faulted_at  # renewed since: still ours
+        lease.confirm("a shard")
+    assert not any("lost the lease" in m or "could not" in m for m in logged), logged
+    assert not fs.exists(path)
+
+
+def test_another_jobs_lease_is_still_refused_through_faults(proxy, s3_options, flaky_options, faults):
+    uri, _ = _s3_output()
+    fs, path = _lease_file(uri, s3_options)
+    fs.pipe_file(path, Holder.new("amg-other", 30).encode())
+    faults("reset", "slow_down")
+    with pytest.raises(OutputHeldError, match=r"held by another job \(Ray job amg-other, "):
+        OutputLease(uri, flaky_options, "amg-mine", print, ttl=TTL).__enter__()
+    fs.rm_file(path)
+
+    faults("reset", "slow_down")  # two jobs race for the free lease; a refused create may be either's own
+    won, refused = _race(uri, flaky_options, print)
+    assert len(won) == 1 and len(refused) == 1 and f"Ray job {won[0].holder.job}" in refused[0], (won, refused)
+    assert json.loads(fs.cat_file(path))["token"] == won[0].token
+    won[0].__exit__(None, None, None)
+
+
+def test_confirm_lease_reads_through_faults_and_never_mistakes_an_outage_for_a_loss(
+    proxy, s3_options, flaky_options, faults
+):
+    uri, _ = _s3_output()
+    fs, path = _lease_file(uri, s3_options)
+    ours = Holder.new("amg-mine", 30)
+    fs.pipe_file(path, ours.encode())
+    faults("slow_down", "reset", "truncated")
+    with counting_retries() as retried:
+        confirm_lease(uri, flaky_options, ours.token, "sa_000000")
+    assert retried.total() >= 2, retried
+    with pytest.raises(LeaseLostError, match="now held by Ray job amg-mine"):
+        confirm_lease(uri, flaky_options, "another token", "sa_000000")
+
+    faults("slow_down")
+    proxy.max_faults_per_request = 100  # the store answers 503 to every try of the policy
+    with pytest.raises(StorageUnavailableError, match=rf"storage kept failing for {uri}/{LEASE}: slow_down"):
+        confirm_lease(uri, flaky_options, ours.token, "sa_000000")
+
+
+def test_a_job_stopped_by_an_outage_still_confirms_and_releases_its_lease_through_faults(
+    proxy, s3_options, flaky_options, faults
+):
+    uri, _ = _s3_output()
+    fs, path = _lease_file(uri, s3_options)
+    logged: list[str] = []
+    with (
+        pytest.raises(StorageUnavailableError, match="the store went away"),
+        OutputLease(uri, flaky_options, "amg-mine", logged.append, ttl=TTL),
+    ):
+        faults("reset")  # on the way out: the confirm read and the delete, made while the job's error is handled
+        raise StorageUnavailableError("the store went away")
+    assert not fs.exists(path) and not any("could not" in m for m in logged), logged

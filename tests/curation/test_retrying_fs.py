@@ -70,3 +70,15 @@ def test_a_gone_bucket_or_denied_prefix_is_named_and_no_bucket_is_made(proxy):
     assert "bkt" not in [
         b.rstrip("/") for b in s3fs.S3FileSystem(client_kwargs={"endpoint_url": proxy.moto_endpoint}).ls("")
     ]
+
+
+def test_a_listing_through_faults_is_whole_or_an_error_never_short(proxy):
+    fs = RetryingFileSystem("s3://bkt/out", _options(proxy))
+    folders = [f"bkt/out/listed/{i}" for i in range(6)]
+    for folder in folders:
+        fs.pipe_file(f"{folder}/a.json", b"{}")
+        fs.pipe_file(f"{folder}/b.json", b"{}")
+    proxy.faults, proxy.rate = ("slow_down",), 0.3  # fsspec's walk skips a listing that fails: fewer paths
+    assert [len(fs.glob(f"{folder}/*.json")) for folder in folders] == [2] * len(folders)
+    assert fs.glob("bkt/out/unlisted/*.json") == []
+    assert proxy.injected["slow_down"] >= 5, proxy.injected

@@ -17,9 +17,10 @@ from curation.inputs import PLAN_SCHEMA
 from curation.job_plan import load_or_create_plan
 from curation.release import ReleaseImage, ReleaseWriter, ShardSummary
 from curation.verify import main, verify_release
+from sam_core.storage_retry import counting_retries
 from synthetic.scene_release import scene_record
 from synthetic.scenes import SceneSettings
-from tests.ray_cluster import free_port
+from tests.fault_proxy import FaultProxy
 
 N_PLANNED = 6
 """Images 0-3 released in shards sa_000000 (0, 1) and sa_000002 (2, 3); 4 failed in sa_000002,
@@ -46,7 +47,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
         schema=PLAN_SCHEMA,
     )
-    load_or_create_plan(writer, {"input": "file:///in"}, lambda: plan)
+    load_or_create_plan(writer, {"input": "file:///in"}, lambda f: pq.write_table(plan, f))
     commits = [
         writer.commit_shard(0, [_scene(0), _scene(1)], []),
         writer.commit_shard(2, [_scene(2), _scene(3)], [_failure(4)]),
@@ -214,27 +215,23 @@ def test_the_command_line_prints_every_problem_and_its_exit_status(
     assert exit_info.value.code == 2
 
 
-def test_a_release_on_s3_verifies(release: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_release_on_s3_verifies_through_flaky_storage(release: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import s3fs
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    try:
-        options = {
-            "key": "moto",
-            "secret": "moto",
-            "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{server._port}"},
-        }
-        s3 = s3fs.S3FileSystem(**options)
-        s3.mkdir("verify-test")  # a bucket of its own: moto's state is shared by the servers of one process
+    with FaultProxy(seed=5) as proxy:
+        direct = {"key": "moto", "secret": "moto", "client_kwargs": {"endpoint_url": proxy.moto_endpoint}}
+        options = {**direct, "client_kwargs": {"endpoint_url": proxy.endpoint}}
+        s3 = s3fs.S3FileSystem(skip_instance_cache=True, **direct)
+        s3.mkdir("verify-test")
         s3.put(f"{release}/", "verify-test/good/", recursive=True)
-        assert main(["s3://verify-test/good", "--storage-options", json.dumps(options)]) == 0
+        proxy.rate = 0.3  # 503s, 500s, resets and cut bodies: retried, none reported as a damaged file
+        with counting_retries() as retried:
+            assert main(["s3://verify-test/good", "--storage-options", json.dumps(options)]) == 0
         assert capsys.readouterr().out.startswith("ok: 2 shards, 4 images, ")
+        assert retried.total() >= 5, (retried, proxy.injected)
+        proxy.rate = 0.0
         s3.rm("verify-test/good/shards/sa_000002.tar")
         report = verify_release("s3://verify-test/good", options)
-    finally:
-        server.stop()
     assert report.problems == [
         "shards/sa_000002.tar: missing (listed in manifest.json)",
         *(

@@ -5,15 +5,18 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from curation.filters import QualityFilters
-from curation.inputs import metadata_schema, plan_inputs
+from curation.inputs import plan_inputs
+from curation.job_plan import SavedPlan, load_or_create_plan
 from curation.records import MASK_ID_STRIDE
-from curation.release import iter_release
+from curation.release import ReleaseWriter, ShardCommit, iter_release
 from curation.release_images import ReleaseImagePolicy
+from pipelines.amg import NO_DROPS, JobError, id_blocks, pending_ids
 from pipelines.amg_config import JobConfig
-from pipelines.amg_stages import MaskStage, load_images, make_records, write_shard
+from pipelines.amg_stages import MaskStage, load_images, make_records, read_plan_rows, write_shard
 from sam_core.checkpoints import bundled_checkpoint, file_sha256
 from sam_core.mask_ops import decode_rle
 from tests.conftest import COCO_PEOPLE
@@ -22,12 +25,14 @@ from tests.pipelines.conftest import FAST_GENERATOR, released_names
 
 def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path):
     config = JobConfig(input=str(zoo["manifest"]), output=str(tmp_path / "out"), generator=FAST_GENERATOR)
-    plan_table = plan_inputs(config.input)
-    plan = plan_table.to_pydict()
-    n = len(plan["uri"])
-    batch = {k: np.array(v, dtype=object) for k, v in plan.items()}
-    batch["image_id"] = np.array(plan["image_id"])
-    batch["stage"], batch["error"] = np.array([""] * n, dtype=object), np.array([""] * n, dtype=object)
+    writer = ReleaseWriter(config.output)
+    plan, _ = load_or_create_plan(writer, {"input": config.input}, lambda f: plan_inputs(config.input).write(f, 4))
+    blocks = id_blocks(plan, pending_ids(plan, []), NO_DROPS)  # a block per row group of 4 inputs
+    rows = pa.concat_tables(read_plan_rows(block, plan) for block in blocks).to_pydict()
+    n = len(rows["uri"])
+    assert len(blocks) == -(-n // 4) and rows["image_id"] == list(range(n)) and set(rows["stage"]) == {""}
+    batch = {k: np.array(v, dtype=object) for k, v in rows.items()}
+    batch["image_id"] = np.array(rows["image_id"])
 
     policy = ReleaseImagePolicy(short_side=160, jpeg_quality=90, deidentify=False, min_side=32, max_pixels=10**8)
     loaded = load_images(batch, {}, policy, model_long_side=320)
@@ -36,9 +41,7 @@ def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path)
     stage = MaskStage("sae_tiny", "sae_tiny", sha, settings, config.inference_options(), "cpu")
     masked = stage(loaded)
     assert "model_image" not in masked
-    summary = write_shard(
-        make_records(masked, settings, QualityFilters()), config.output, {}, metadata_schema(plan_table)
-    )
+    summary = write_shard(make_records(masked, settings, QualityFilters()), config.output, {}, plan.metadata)
 
     records = [item.record for item in iter_release(str(tmp_path / "out" / "shards"))]
     assert released_names(records) == zoo["released"]
@@ -106,3 +109,26 @@ def test_the_regions_blurred_reach_the_record_and_the_index(tmp_path):
     assert record["image"]["blurred_regions"] == regions and record["image"]["blurred_faces"] == len(regions)
     index = pq.read_table(tmp_path / "out" / "index" / "images").to_pylist()
     assert json.loads(index[0]["blurred_regions"]) == regions
+
+
+def _saved_plan(tmp_path) -> SavedPlan:
+    """Five inputs, ids 10 to 14, in row groups of two."""
+    pq.write_table(pa.table({"uri": [f"s3://b/{i}.jpg" for i in range(5)]}), tmp_path / "inputs.parquet")
+    writer = ReleaseWriter(str(tmp_path / "out"))
+    write = plan_inputs(str(tmp_path / "inputs.parquet"), first_id=10).write
+    return load_or_create_plan(writer, {"input": "x"}, lambda f: write(f, 2))[0]
+
+
+def test_the_blocks_of_a_resumed_plan_hold_its_pending_ids_by_row_group(tmp_path):
+    plan = _saved_plan(tmp_path)
+    commits = [ShardCommit("sa_000010", None, [10, 11], 2), ShardCommit("sa_000014", None, [14], 1)]
+    pending = pending_ids(plan, commits)
+    assert pending.tolist() == [12, 13]
+    dropped = pa.table({"image_id": [11, 13], "error": ["near-duplicate of a", "near-duplicate of b"]})
+    (block,) = id_blocks(plan, pending, dropped)  # the first and last row groups are done
+    assert read_plan_rows(block, plan).to_pylist() == [
+        {"image_id": 12, "stage": "", "error": "", "uri": "s3://b/2.jpg", "metadata": "{}"},
+        {"image_id": 13, "stage": "dedup", "error": "near-duplicate of b", "uri": "s3://b/3.jpg", "metadata": "{}"},
+    ]
+    with pytest.raises(JobError, match=r"image ids \[11\] are in more than one committed shard"):
+        pending_ids(plan, [*commits, ShardCommit("sa_000011", None, [11], 1)])
