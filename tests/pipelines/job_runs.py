@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tests.image_zoo import photo_files, write_files
-from tests.pipelines.conftest import FAST_FLAGS
+from tests.pipelines.conftest import UNCROPPED_FLAGS
 from tests.ray_cluster import RayCluster
 
 
@@ -34,7 +34,7 @@ def start_and_wait_for_a_commit(
     its arguments, its output) once its first shard is committed: the job is then mid-run."""
     photo_folder(tmp_path / "in", shared_image_paths, copies)
     out = tmp_path / "release"
-    args = ["--input", str(tmp_path / "in"), "--output", str(out), *FAST_FLAGS, "--shard-size", "2"]
+    args = ["--input", str(tmp_path / "in"), "--output", str(out), *UNCROPPED_FLAGS, "--shard-size", "2"]
     args += ["--batch-size", "1", *extra]
     submission = cluster.submit(args, wait=False)
     wait_for(lambda: len(list((out / "_progress").glob("*.json"))) >= 1, "a first committed shard")

@@ -16,7 +16,7 @@ import webdataset as wds
 from pycocotools import mask as coco_mask
 
 from curation.release import iter_release
-from tests.pipelines.conftest import FAST_FLAGS, released_names
+from tests.pipelines.conftest import FAST_FLAGS, UNCROPPED_FLAGS, released_names
 from tests.pipelines.exactly_once import accounted_ids as _accounted_ids
 from tests.pipelines.exactly_once import check_exactly_once as _check_exactly_once
 from tests.pipelines.job_runs import photo_folder as _photo_folder
@@ -100,37 +100,37 @@ def test_job_reads_and_writes_s3_through_a_local_moto_server(cluster, shared_ima
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
     server.start()
-    try:
+    try:  # moto's buckets live in this process: a bucket name no other test uses
         endpoint = f"http://127.0.0.1:{server._port}"
         credentials = {"AWS_ACCESS_KEY_ID": "moto", "AWS_SECRET_ACCESS_KEY": "moto", "AWS_DEFAULT_REGION": "us-east-1"}
         options = {"client_kwargs": {"endpoint_url": endpoint}}
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="moto",
-                     aws_secret_access_key="moto").create_bucket(Bucket="photos")  # fmt: skip
+                     aws_secret_access_key="moto").create_bucket(Bucket="s3-job")  # fmt: skip
         fs = s3fs.S3FileSystem(key="moto", secret="moto", **options)
         count = _photo_folder(tmp_path / "in", shared_image_paths, 4)
         (tmp_path / "in" / "broken.jpg").write_bytes(b"not a jpeg")
-        fs.put(str(tmp_path / "in") + "/", "photos/in/", recursive=True)
+        fs.put(str(tmp_path / "in") + "/", "s3-job/in/", recursive=True)
 
         args = [
             "--input",
-            "s3://photos/in/",
+            "s3://s3-job/in/",
             "--output",
-            "s3://photos/release",
-            *FAST_FLAGS,
+            "s3://s3-job/release",
+            *UNCROPPED_FLAGS,
             "--storage-options",
             json.dumps(options),
         ]
         logs = _succeeded(cluster, cluster.submit(args, env_vars=credentials))
         assert "moto" not in logs  # credentials come from the environment and are never printed
 
-        assert fs.exists("photos/release/_SUCCESS")
-        manifest = json.loads(fs.cat("photos/release/manifest.json"))
+        assert fs.exists("s3-job/release/_SUCCESS")
+        manifest = json.loads(fs.cat("s3-job/release/manifest.json"))
         assert manifest["n_images"] == count and manifest["summary"]["n_failed"] == 1
         storage = {"key": "moto", "secret": "moto", **options}
-        records = [item.record for item in iter_release("s3://photos/release", storage)]
-        assert len(records) == count and all(r["image"]["source"].startswith("s3://photos/in/p") for r in records)
-        with fs.open(fs.glob("photos/release/failures/*.parquet")[0], "rb") as f:
-            assert pq.read_table(f).to_pylist()[0]["uri"] == "s3://photos/in/broken.jpg"
+        records = [item.record for item in iter_release("s3://s3-job/release", storage)]
+        assert len(records) == count and all(r["image"]["source"].startswith("s3://s3-job/in/p") for r in records)
+        with fs.open(fs.glob("s3-job/release/failures/*.parquet")[0], "rb") as f:
+            assert pq.read_table(f).to_pylist()[0]["uri"] == "s3://s3-job/in/broken.jpg"
     finally:
         server.stop()
 

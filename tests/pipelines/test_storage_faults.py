@@ -1,7 +1,7 @@
 """pipelines/amg.py over flaky object storage: inputs and release on S3 (moto) behind the fault
-proxy (tests/fault_proxy.py). Transient faults on a quarter of the requests are retried and
-counted; access denied on the output stops the job with one line naming the URI, and a rerun
-resumes and finishes exactly once."""
+proxy (tests/fault_proxy.py). Access denied on the output stops the job with one line naming the
+URI; a rerun through transient faults on a quarter of the requests resumes, retries them, counts
+the retries, and finishes exactly once."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import s3fs
 
 from tests.fault_proxy import MOTO_CREDENTIALS, FaultProxy
 from tests.image_zoo import photo_files, write_files
-from tests.pipelines.conftest import FAST_FLAGS, run_pipeline, run_script
+from tests.pipelines.conftest import UNCROPPED_FLAGS, run_pipeline, run_script
 from tests.pipelines.exactly_once import check_exactly_once
 
-pytestmark = pytest.mark.slow  # each test runs the job on a Ray cluster through a fault
+pytestmark = pytest.mark.slow  # runs the job twice on a Ray cluster through faults
 
 N_PHOTOS = 9
 
@@ -39,7 +39,7 @@ def store(shared_image_paths, tmp_path_factory):
 
 def _job_args(proxy: FaultProxy, output: str) -> list[str]:
     options = json.dumps({"client_kwargs": {"endpoint_url": proxy.endpoint}})
-    return ["--input", "s3://photos/in/", "--output", output, *FAST_FLAGS, "--batch-size", "2", "--shard-size", "3",
+    return ["--input", "s3://photos/in/", "--output", output, *UNCROPPED_FLAGS, "--batch-size", "2", "--shard-size", "3",
             "--storage-options", options, "--no-dashboard"]  # fmt: skip
 
 
@@ -49,27 +49,9 @@ def _local_copy(direct: s3fs.S3FileSystem, release: str, folder: Path) -> Path:
     return folder
 
 
-def test_the_job_finishes_through_flaky_storage_with_every_input_once(store, tmp_path):
-    proxy, direct = store
-    proxy.rate = 0.25
-    try:
-        run_pipeline("amg.py", *_job_args(proxy, "s3://photos/flaky"), env=MOTO_CREDENTIALS)
-    finally:
-        proxy.rate = 0.0
-    injected = sum(proxy.injected.values())
-    assert injected > 20 and len(proxy.injected) == 4, proxy.injected  # every kind, on many requests
-
-    out = _local_copy(direct, "flaky", tmp_path / "flaky")
-    check_exactly_once(out, N_PHOTOS)
-    storage = json.loads((out / "manifest.json").read_text())["summary"]["storage"]
-    assert 0 < storage["retries"] <= injected  # counted, and bounded: no retry without a fault
-    assert storage["retries"] == sum(storage["by_kind"].values()) == storage["in_shards"] + storage["in_driver"]
-    assert storage["in_shards"] > 0 and storage["policy"]["attempts"] >= 6
-
-
-def test_access_denied_on_the_output_stops_the_job_and_a_rerun_resumes_exactly_once(store, tmp_path):
-    proxy, direct = store
-    release = "denied"
+def _stop_on_access_denied(proxy: FaultProxy, direct: s3fs.S3FileSystem, release: str) -> None:
+    """Run the job on `release` and deny writes to its shards once its first shard is committed:
+    the job stops mid-run with one line naming the refused URI."""
 
     def deny_after_the_first_commit(stop: threading.Event) -> None:
         while not stop.is_set():
@@ -96,7 +78,30 @@ def test_access_denied_on_the_output_stops_the_job_and_a_rerun_resumes_exactly_o
     direct.invalidate_cache()
     assert 1 <= len(direct.glob(f"photos/{release}/_progress/*.json")) < 3  # stopped mid-run
 
+
+def test_access_denied_stops_the_job_and_a_rerun_through_flaky_storage_finishes_exactly_once(store, tmp_path):
+    proxy, direct = store
+    release = "denied"
+    _stop_on_access_denied(proxy, direct, release)
+
     proxy.allow()
-    log = run_pipeline("amg.py", *_job_args(proxy, f"s3://photos/{release}"), env=MOTO_CREDENTIALS)
+    proxy.injected.clear()
+    proxy.requests = 0
+    proxy.rate = 0.25
+    try:
+        log = run_pipeline("amg.py", *_job_args(proxy, f"s3://photos/{release}"), env=MOTO_CREDENTIALS)
+    finally:
+        proxy.rate = 0.0
     assert "[amg] resuming" in log
-    check_exactly_once(_local_copy(direct, release, tmp_path / release), N_PHOTOS)
+    injected = sum(proxy.injected.values())
+    assert injected > 20 and len(proxy.injected) == 4, proxy.injected  # every kind, on many requests
+
+    out = _local_copy(direct, release, tmp_path / release)
+    check_exactly_once(out, N_PHOTOS)
+    storage = json.loads((out / "manifest.json").read_text())["summary"]["storage"]
+    assert 0 < storage["retries"] <= injected  # counted, and bounded: no retry without a fault
+    assert storage["retries"] == sum(storage["by_kind"].values()) == storage["in_shards"] + storage["in_driver"]
+    assert storage["in_shards"] > 0 and storage["policy"]["attempts"] >= 6
+    print(
+        f"rerun: {proxy.requests} requests, {injected} faults {dict(proxy.injected)}, {storage['retries']} retries counted"
+    )
