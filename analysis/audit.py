@@ -12,6 +12,13 @@ release in three steps:
     sa-engine audit score --exported DIR/audit.json --corrected FILE --output DIR
         DIR/audit_pairs.csv (one row per kept mask), DIR/audit_summary.csv, DIR/audit_changes.csv
 
+or, with the review app (`sa-engine review`) instead of a COCO tool, straight from its corrections
+folder (`curation.corrections`), the automatic masks read from the release:
+
+    sa-engine audit score --corrections URI --output DIR
+        the same three tables (rejected masks as removed, undecided ones as pending) and
+        DIR/audit_time.csv (seconds spent per mask, by review status)
+
 The sample is uniform and seeded: the n images with the smallest splitmix64 hash of their id
 (`analysis.accumulators.seeded_hash`), found in one streaming pass over the images index, so it is
 the same on every machine and does not depend on the order of the index files.
@@ -28,7 +35,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +48,11 @@ from pycocotools.coco import COCO
 from analysis.accumulators import StratifiedSample
 from analysis.release_index import DEFAULT_BATCH_ROWS, SIZE_LABELS, ReleaseIndex, relative_size, size_class
 from analysis.rle import rle_runs
+from curation.corrections import HEADER as CORRECTIONS_HEADER
+from curation.corrections import KEPT_STATUSES, CorrectionsFolder
 from curation.record_size import conform
 from curation.records import image_file_name
-from curation.release import ReleaseError, iter_shard
+from curation.release import ReleaseError, ReleaseImage, iter_shard
 from sam_core.command_line import add_storage_options, command_parser, input_error
 from sam_core.console import configure_logging
 
@@ -113,6 +122,60 @@ def sample_images(index: ReleaseIndex, n: int, seed: int, batch_rows: int = DEFA
     return [row["image_id"] for row in _sample_rows(index, n, seed, ["image_id"], batch_rows)]
 
 
+# --- reading sampled or saved images from the release -------------------------------------------
+
+_ROW_COLUMNS = ("image_id", "width", "height", "shard")
+"""The images-index columns `_release_items` needs of each image."""
+
+
+def _index_rows(index: ReleaseIndex, image_ids: set[int]) -> list[dict[str, Any]]:
+    """The images-index rows (_ROW_COLUMNS) of `image_ids`, in one streaming pass; AuditInputError
+    naming the ids the release does not hold."""
+    rows = []
+    for batch in index.iter_images(list(_ROW_COLUMNS)):
+        keep = np.isin(batch["image_id"].to_numpy(zero_copy_only=False), list(image_ids))
+        rows.extend(batch.filter(keep).to_pylist())
+    missing = sorted(image_ids - {row["image_id"] for row in rows})
+    if missing:
+        raise AuditInputError(f"images {missing[:10]} are not in the release {index.uri}")
+    return sorted(rows, key=lambda row: row["image_id"])
+
+
+def _release_items(
+    index: ReleaseIndex, rows: Sequence[dict[str, Any]], progress: bool = False
+) -> Iterator[tuple[int, ReleaseImage]]:
+    """(image id, record and JPEG) of each images-index row (_ROW_COLUMNS), reading only the shards
+    that hold them, each once, in shard order. ReleaseError for an invalid shard name, a shard
+    lacking an image the index puts there, or a record whose size disagrees with the index."""
+    wanted: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        shard = row["shard"]
+        if not isinstance(shard, str) or not _SHARD_NAME.fullmatch(shard):
+            raise ReleaseError(f"{index.uri}: image {row['image_id']} has an invalid shard name {shard!r}")
+        wanted.setdefault(shard, {})[row["image_id"]] = row
+    read = 0
+    for done, (shard, images) in enumerate(sorted(wanted.items()), 1):
+        missing = dict(images)
+        for item in iter_shard(index.shard_uri(shard), index.storage_options):
+            image_id = item.record["image"]["image_id"]
+            row = missing.pop(image_id, None)
+            if row is None:
+                continue
+            header = item.record["image"]
+            if (header["width"], header["height"]) != (row["width"], row["height"]):
+                raise ReleaseError(f"image {image_id}: the shard and the images index disagree on its size")
+            read += 1
+            yield image_id, item
+            if not missing:
+                break
+        if missing:
+            raise ReleaseError(f"shard {shard} of {index.uri} lacks images the index puts there: {sorted(missing)}")
+        if progress:
+            _progress(f"{done}/{len(wanted)} shards read, {read}/{len(rows)} images")
+    if progress:
+        print(file=sys.stderr)
+
+
 # --- export -------------------------------------------------------------------------------------
 
 
@@ -168,42 +231,18 @@ def export_audit(
     at that size, and `info.rescaled_image_ids` lists those images.
     """
     index = ReleaseIndex(release_uri, storage_options)
-    rows = _sample_rows(index, n, seed, ["image_id", "width", "height", "shard"], DEFAULT_BATCH_ROWS, progress)
-    wanted: dict[str, dict[int, dict[str, Any]]] = {}
-    for row in rows:
-        shard = row["shard"]
-        if not isinstance(shard, str) or not _SHARD_NAME.fullmatch(shard):
-            raise ReleaseError(f"{release_uri}: image {row['image_id']} has an invalid shard name {shard!r}")
-        wanted.setdefault(shard, {})[row["image_id"]] = row
+    rows = _sample_rows(index, n, seed, list(_ROW_COLUMNS), DEFAULT_BATCH_ROWS, progress)
     out = Path(out_dir)
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     records: dict[int, dict[str, Any]] = {}
     rescaled: list[int] = []
-    shard_of = {image_id: shard for shard, images in wanted.items() for image_id in images}
-    for done, (shard, images) in enumerate(sorted(wanted.items()), 1):
-        missing = dict(images)
-        for item in iter_shard(index.shard_uri(shard), storage_options):
-            image_id = item.record["image"]["image_id"]
-            row = missing.pop(image_id, None)
-            if row is None:
-                continue
-            header = item.record["image"]
-            if (header["width"], header["height"]) != (row["width"], row["height"]):
-                raise ReleaseError(f"image {image_id}: the shard and the images index disagree on its size")
-            checked = conform(item, rescale)
-            if checked is not item:
-                rescaled.append(image_id)
-            file_name = image_file_name(image_id)
-            (out / IMAGES_DIR / file_name).write_bytes(item.image_bytes)
-            records[image_id] = checked.record
-            if not missing:
-                break
-        if missing:
-            raise ReleaseError(f"shard {shard} of {release_uri} lacks images the index puts there: {sorted(missing)}")
-        if progress:
-            _progress(f"{done}/{len(wanted)} shards read, {len(records)}/{len(rows)} images")
-    if progress:
-        print(file=sys.stderr)
+    shard_of = {row["image_id"]: row["shard"] for row in rows}
+    for image_id, item in _release_items(index, rows, progress):
+        checked = conform(item, rescale)
+        if checked is not item:
+            rescaled.append(image_id)
+        (out / IMAGES_DIR / image_file_name(image_id)).write_bytes(item.image_bytes)
+        records[image_id] = checked.record
     images, annotations = [], []
     for image_id in sorted(records):
         header = records[image_id]["image"]
@@ -245,7 +284,12 @@ class AuditResult:
     """pairs: one row per exported mask kept in the corrected file (PAIR_COLUMNS; area and size
     class of the exported mask). summary: rows SUMMARY_ROWS x SUMMARY_COLUMNS (NaN shares for a
     class without pairs). deleted_ids / added_ids: exported annotation ids absent from the corrected
-    file, and corrected annotation ids that were not exported (new masks)."""
+    file, and corrected annotation ids that were not exported (new masks).
+
+    Scored from a corrections folder (`score_corrections`), the exported masks are the automatic
+    masks of the saved images; deleted_ids are the rejected ones (`removed` says "rejected"),
+    pending_ids those not decided yet, and `times` holds the seconds per mask (TIME_ROWS x
+    TIME_COLUMNS)."""
 
     pairs: pd.DataFrame
     summary: pd.DataFrame
@@ -253,6 +297,10 @@ class AuditResult:
     added_ids: list[int] = field(default_factory=list)
     n_exported: int = 0
     n_corrected: int = 0
+    pending_ids: list[int] = field(default_factory=list)
+    times: pd.DataFrame | None = None
+    removed: str = "deleted"
+    """What the correction calls an exported mask it dropped: "deleted" (a COCO file), "rejected" (review)."""
 
     @property
     def n_deleted(self) -> int:
@@ -305,24 +353,24 @@ def _coco_index(data: dict[str, Any]) -> COCO:
     return coco
 
 
+def _check_rle(segmentation: dict[str, Any], height: int, width: int, what: str) -> None:
+    """AuditInputError unless `segmentation` is an RLE of a height x width image (compressed
+    counts are decoded to check them: pycocotools reads malformed ones without complaint)."""
+    size = list(segmentation.get("size", ()))
+    if size != [height, width]:
+        raise AuditInputError(f"{what}: mask size {size} differs from its image's [height, width] = {[height, width]}")
+    counts = segmentation.get("counts")
+    if isinstance(counts, str):
+        runs = rle_runs(counts)
+        if runs is None or (runs < 0).any() or int(runs.sum()) != height * width:
+            raise AuditInputError(f"{what}: RLE counts are malformed or do not cover its {height}x{width} image")
+
+
 def _rle(coco: COCO, ann: dict[str, Any], role: str) -> dict[str, Any]:
     image = coco.imgs[ann["image_id"]]
     segmentation = ann["segmentation"]
     if isinstance(segmentation, dict):
-        size = list(segmentation.get("size", ()))
-        if size != [image["height"], image["width"]]:
-            raise AuditInputError(
-                f"{role} annotation {ann['id']}: mask size {size} differs from its image's "
-                f"[height, width] = {[image['height'], image['width']]}"
-            )
-        counts = segmentation.get("counts")
-        if isinstance(counts, str):  # pycocotools reads malformed compressed counts without complaint
-            runs = rle_runs(counts)
-            if runs is None or (runs < 0).any() or int(runs.sum()) != image["height"] * image["width"]:
-                raise AuditInputError(
-                    f"{role} annotation {ann['id']}: RLE counts are malformed or do not cover its "
-                    f"{image['height']}x{image['width']} image"
-                )
+        _check_rle(segmentation, image["height"], image["width"], f"{role} annotation {ann['id']}")
     elif not isinstance(segmentation, list) or not segmentation:
         raise AuditInputError(f"{role} annotation {ann['id']}: segmentation is neither RLE nor polygons")
     try:
@@ -335,6 +383,30 @@ def _pair_iou(corrected: dict[str, Any], exported: dict[str, Any]) -> float:
     if mask_utils.area(corrected) == 0 and mask_utils.area(exported) == 0:
         return 1.0
     return float(mask_utils.iou([corrected], [exported], [0])[0, 0])
+
+
+def _pair_row(
+    ann_id: int, image_id: int, exported: dict[str, Any], corrected: dict[str, Any], height: int, width: int
+) -> dict[str, Any]:
+    """One pair: the exported mask's id and area, the corrected area and their IoU (RLEs of height x width)."""
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "area": int(mask_utils.area(exported)),
+        "corrected_area": int(mask_utils.area(corrected)),
+        "height": height,
+        "width": width,
+        "iou": _pair_iou(corrected, exported),
+    }
+
+
+def _pairs_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The pairs table (PAIR_COLUMNS) of `_pair_row`s: relative size and size class of the exported mask."""
+    pairs = pd.DataFrame(rows, columns=["id", "image_id", "area", "corrected_area", "height", "width", "iou"])
+    rel = relative_size(pairs["area"].to_numpy(), pairs["height"].to_numpy(), pairs["width"].to_numpy())
+    pairs["relative_size"] = rel
+    pairs["size_class"] = np.asarray(SIZE_LABELS, dtype=object)[size_class(rel)] if len(pairs) else []
+    return pairs[list(PAIR_COLUMNS)].astype({"id": np.int64, "image_id": np.int64, "iou": np.float64})
 
 
 def summarize_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -401,23 +473,9 @@ def score_audit(exported: str | os.PathLike[str], corrected: str | os.PathLike[s
         rle_exported = _rle(exported_coco, ann, "exported")
         rle_corrected = _rle(corrected_coco, other, "corrected")
         image = images[ann["image_id"]]
-        rows.append(
-            {
-                "id": ann["id"],
-                "image_id": ann["image_id"],
-                "area": int(mask_utils.area(rle_exported)),
-                "corrected_area": int(mask_utils.area(rle_corrected)),
-                "height": image["height"],
-                "width": image["width"],
-                "iou": _pair_iou(rle_corrected, rle_exported),
-            }
-        )
+        rows.append(_pair_row(ann["id"], ann["image_id"], rle_exported, rle_corrected, image["height"], image["width"]))
     added = sorted(i for i in corrected_anns if i not in exported_ids)
-    pairs = pd.DataFrame(rows, columns=["id", "image_id", "area", "corrected_area", "height", "width", "iou"])
-    rel = relative_size(pairs["area"].to_numpy(), pairs["height"].to_numpy(), pairs["width"].to_numpy())
-    pairs["relative_size"] = rel
-    pairs["size_class"] = np.asarray(SIZE_LABELS, dtype=object)[size_class(rel)] if len(pairs) else []
-    pairs = pairs[list(PAIR_COLUMNS)].astype({"id": np.int64, "image_id": np.int64, "iou": np.float64})
+    pairs = _pairs_table(rows)
     if deleted or added:
         log.info("%d exported masks deleted, %d masks added by the correction", len(deleted), len(added))
     return AuditResult(
@@ -430,21 +488,135 @@ def score_audit(exported: str | os.PathLike[str], corrected: str | os.PathLike[s
     )
 
 
+# --- scoring a corrections folder (the review app's, `curation.corrections`) ----------------------
+
+TIME_ROWS = (*KEPT_STATUSES, "rejected", "all")
+TIME_COLUMNS = ("masks", "total_seconds", "mean_seconds", "median_seconds")
+
+
+def summarize_times(times: pd.DataFrame) -> pd.DataFrame:
+    """Seconds spent per mask by review status: rows TIME_ROWS, columns TIME_COLUMNS (NaN mean and
+    median for a status without masks). `times`: one row per decided mask, columns status, seconds."""
+    rows = {}
+    for label in TIME_ROWS:
+        seconds = times["seconds"] if label == "all" else times.loc[times["status"] == label, "seconds"]
+        seconds = seconds.to_numpy(np.float64)
+        empty = len(seconds) == 0
+        rows[label] = {
+            "masks": len(seconds),
+            "total_seconds": float(seconds.sum()),
+            "mean_seconds": np.nan if empty else float(np.mean(seconds)),
+            "median_seconds": np.nan if empty else float(np.median(seconds)),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(TIME_COLUMNS))
+    table["masks"] = table["masks"].astype(np.int64)
+    table.index.name = "status"
+    return table
+
+
+def _decide(source_id: Any, automatic: dict[int, Any], decided: set[int], what: str) -> None:
+    """Add `source_id` to `decided`; AuditInputError unless it is an automatic mask not decided yet."""
+    if source_id not in automatic or source_id in decided:
+        raise AuditInputError(f"{what}: source_id {source_id!r} is not an undecided automatic mask of the image")
+    decided.add(source_id)
+
+
+def score_corrections(
+    uri: str, storage_options: dict[str, Any] | None = None, release: str | None = None
+) -> AuditResult:
+    """The audit of a corrections folder written by the review app: every automatic mask of a saved
+    image that was accepted or edited is paired with its corrected version (IoU; an accepted mask
+    scores 1.0), a rejected one counts as removed, one not decided yet as pending, an added mask as
+    added; `times` holds the seconds spent per mask, by status.
+
+    The automatic masks are read from the release the folder names in corrections.json (`release`
+    overrides it: the same release at another URI), only from the shards that hold saved images.
+    AuditInputError for a folder with nothing saved, a saved image the release does not hold or of
+    another size, a kept mask that is not an RLE of its image, or a source_id that is not an
+    automatic mask of its image or is decided twice.
+    """
+    folder = CorrectionsFolder(uri, storage_options)
+    header = folder.header()
+    saved = {record["image"]["image_id"]: record for record in folder.records()}
+    if header is None or not saved:
+        raise AuditInputError(f"{uri} holds no saved corrections (no {CORRECTIONS_HEADER} or no records)")
+    index = ReleaseIndex(release or header["release"], storage_options)
+    rows, rejected, added, pending, times = [], [], [], [], []
+    n_automatic = n_kept = 0
+    for image_id, item in _release_items(index, _index_rows(index, set(saved))):
+        record = saved[image_id]
+        height, width = item.record["image"]["height"], item.record["image"]["width"]
+        if (record["image"]["height"], record["image"]["width"]) != (height, width):
+            raise AuditInputError(
+                f"image {image_id}: saved at {record['image']['width']}x{record['image']['height']}, "
+                f"{width}x{height} in the release (width x height)"
+            )
+        automatic = {ann["id"]: ann["segmentation"] for ann in item.record["annotations"]}
+        decided: set[int] = set()
+        for ann in record["annotations"]:
+            review, what = ann["review"], f"image {image_id} mask {ann['id']}"
+            if review["status"] not in KEPT_STATUSES:
+                raise AuditInputError(f"{what}: status {review['status']!r} is not one of {KEPT_STATUSES}")
+            _check_rle(ann["segmentation"], height, width, what)
+            times.append((review["status"], review["seconds"]))
+            if review["status"] == "added":
+                added.append(ann["id"])
+                continue
+            source = review["source_id"]
+            _decide(source, automatic, decided, what)
+            _check_rle(automatic[source], height, width, f"image {image_id} automatic mask {source}")
+            rows.append(_pair_row(source, image_id, automatic[source], ann["segmentation"], height, width))
+        for entry in record["review"]["rejected"]:
+            _decide(entry["source_id"], automatic, decided, f"image {image_id} rejected mask")
+            rejected.append(entry["source_id"])
+            times.append(("rejected", entry["seconds"]))
+        pending.extend(sorted(set(automatic) - decided))
+        n_automatic += len(automatic)
+        n_kept += len(record["annotations"])
+    pairs = _pairs_table(rows)
+    return AuditResult(
+        pairs=pairs,
+        summary=summarize_pairs(pairs),
+        deleted_ids=sorted(rejected),
+        added_ids=sorted(added),
+        n_exported=n_automatic,
+        n_corrected=n_kept,
+        pending_ids=pending,
+        times=summarize_times(pd.DataFrame(times, columns=["status", "seconds"])),
+        removed="rejected",
+    )
+
+
 def write_audit_tables(result: AuditResult, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """audit_pairs.csv, audit_summary.csv and audit_changes.csv (deleted/added ids) in out_dir."""
+    """audit_pairs.csv, audit_summary.csv and audit_changes.csv (ids deleted or rejected, added,
+    pending) in out_dir, and audit_time.csv when the result has times."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     changes = pd.DataFrame(
         {
-            "id": [*result.deleted_ids, *result.added_ids],
-            "change": ["deleted"] * result.n_deleted + ["added"] * result.n_added,
+            "id": [*result.deleted_ids, *result.added_ids, *result.pending_ids],
+            "change": [result.removed] * result.n_deleted
+            + ["added"] * result.n_added
+            + ["pending"] * len(result.pending_ids),
         }
     )
     paths = [out / "audit_pairs.csv", out / "audit_summary.csv", out / "audit_changes.csv"]
     result.pairs.to_csv(paths[0], index=False)
     result.summary.to_csv(paths[1])
     changes.to_csv(paths[2], index=False)
+    if result.times is not None:
+        paths.append(out / "audit_time.csv")
+        result.times.to_csv(paths[-1])
     return paths
+
+
+def describe_changes(result: AuditResult) -> str:
+    """One line: exported masks scored, removed (and pending), masks added."""
+    pending = f", {len(result.pending_ids)} pending" if result.times is not None else ""
+    return (
+        f"{result.n_exported} {'automatic' if result.times is not None else 'exported'} masks: "
+        f"{len(result.pairs)} scored, {result.n_deleted} {result.removed}{pending}; {result.n_added} added"
+    )
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -466,17 +638,35 @@ def _parser() -> argparse.ArgumentParser:
         "to the JPEG's size (nearest)",
     )
     add_storage_options(export)
-    score = commands.add_parser("score", help="compare corrected masks with the exported ones")
-    score.add_argument("--exported", required=True, help="the audit.json written by export")
-    score.add_argument("--corrected", required=True, help="the corrected COCO JSON (RLE or polygons)")
-    score.add_argument(
-        "--output", required=True, help="folder for audit_pairs.csv, audit_summary.csv, audit_changes.csv"
+    score = commands.add_parser(
+        "score", help="compare corrected masks with the exported ones, or score a review corrections folder"
     )
+    score.add_argument("--exported", help="the audit.json written by export")
+    score.add_argument("--corrected", help="the corrected COCO JSON (RLE or polygons)")
+    score.add_argument(
+        "--corrections", help="instead of the two above: a corrections folder of `sa-engine review` (any fsspec URI)"
+    )
+    score.add_argument(
+        "--release", help="with --corrections: the release's URI, if not the one its corrections.json names"
+    )
+    score.add_argument(
+        "--output",
+        required=True,
+        help="folder for audit_pairs.csv, audit_summary.csv, audit_changes.csv (and audit_time.csv)",
+    )
+    add_storage_options(score)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "score":
+        coco_files = (args.exported, args.corrected)
+        if any(coco_files) if args.corrections else not all(coco_files):
+            parser.error("score takes --exported and --corrected, or --corrections")
+        if args.release and not args.corrections:
+            parser.error("--release goes with --corrections")
     configure_logging()
     try:
         if args.command == "export":
@@ -493,14 +683,16 @@ def main(argv: list[str] | None = None) -> int:
             if info.get("rescaled_image_ids"):
                 print(f"masks rescaled to their JPEG's size for images {info['rescaled_image_ids']}")
         else:
-            result = score_audit(args.exported, args.corrected)
+            if args.corrections:
+                result = score_corrections(args.corrections, args.storage_options, args.release)
+            else:
+                result = score_audit(args.exported, args.corrected)
             paths = write_audit_tables(result, args.output)
             with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
                 print(result.summary.to_string())
-            print(
-                f"{result.n_exported} exported masks: {len(result.pairs)} scored, {result.n_deleted} deleted; "
-                f"{result.n_added} added"
-            )
+                if result.times is not None:
+                    print(result.times.to_string())
+            print(describe_changes(result))
             print("written: " + ", ".join(str(p) for p in paths))
     except (ValueError, OSError) as error:  # ReleaseError and AuditInputError are ValueErrors
         return input_error(str(error))

@@ -3,13 +3,14 @@ release's data allow, with the figures as PNG and every table as CSV beside it.
 
     sa-engine report --release out/release --output out/report \\
         [--compare COCO=instances_val2017.json ...] \\
-        [--audit-exported audit/audit.json --audit-corrected corrected.json] \\
+        [--audit-exported audit/audit.json --audit-corrected corrected.json | --corrections out/corrections] \\
         [--fairness out/fairness/fairness_groups.csv]
 
 Sections: overview (manifest), gallery (images with their masks and blurred regions drawn, and
 the inputs not released; `analysis.gallery`), mask properties (always), comparison datasets (--compare),
 geography and income (when the images index has country or lat/lon metadata), quality audit
-(when a corrected audit file is given) and fairness (from `sa-engine fairness`).
+(when a corrected audit file, or a corrections folder of `sa-engine review`, is given) and fairness
+(from `sa-engine fairness`).
 A section whose data are missing says so instead of being left out silently.
 """
 
@@ -32,7 +33,7 @@ import pyarrow as pa
 from pyarrow import csv as pa_csv
 
 from analysis import figures, gallery
-from analysis.audit import score_audit
+from analysis.audit import AuditResult, describe_changes, score_audit, score_corrections
 from analysis.geography import GeographyAccumulator, geography_columns
 from analysis.mask_properties import (
     DEFAULT_CONCAVITY_SAMPLE,
@@ -66,6 +67,7 @@ class ReportRequest:
     compare: tuple[tuple[str, str], ...] = ()  # (dataset name, COCO-format annotation file)
     audit_exported: str | None = None
     audit_corrected: str | None = None
+    corrections: str | None = None  # a corrections folder of the review app, instead of the two above
     fairness: str | None = None  # fairness_groups.csv of analysis.fairness
     concavity_sample: int = DEFAULT_CONCAVITY_SAMPLE
     seed: int = 0
@@ -197,21 +199,31 @@ def _geography(page: _Page, index: ReleaseIndex) -> None:
     page.figure(figures.top_countries(per_country, page.figure_path("top_countries")), "Countries with most images")
 
 
+def _audit_result(request: ReportRequest) -> AuditResult | None:
+    if request.corrections:
+        return score_corrections(request.corrections, request.storage_options, release=request.release)
+    if request.audit_exported and request.audit_corrected:
+        return score_audit(request.audit_exported, request.audit_corrected)
+    return None
+
+
 def _audit(page: _Page, request: ReportRequest) -> None:
     page.heading("Quality audit")
-    if not (request.audit_exported and request.audit_corrected):
+    result = _audit_result(request)
+    if result is None:
         page.text(
             "No corrected audit given: export a sample with `python -m analysis.audit export`, have it "
-            "corrected, then pass --audit-exported and --audit-corrected."
+            "corrected, then pass --audit-exported and --audit-corrected; or review images with "
+            "`sa-engine review` and pass its folder as --corrections."
         )
         return
-    result = score_audit(request.audit_exported, request.audit_corrected)
-    page.text(
-        f"{len(result.pairs)} mask pairs; {result.n_deleted} masks deleted and {result.n_added} added by annotators."
-    )
+    source = f"the corrections folder {request.corrections}" if request.corrections else "the corrected audit file"
+    page.text(f"From {source}: {describe_changes(result)}.")
     page.table(
         "audit_summary", result.summary, "IoU of automatic masks with their corrections, by mask size", index=True
     )
+    if result.times is not None:
+        page.table("audit_time", result.times, "Seconds spent per mask, by review status", index=True)
     page.figure(figures.audit_ious(result.pairs, page.figure_path("audit_ious")), "IoU distribution of the audit")
     page.table("audit_pairs", result.pairs, "Every audited pair")
 
@@ -316,6 +328,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ReportRequest:
                         help="a COCO-format dataset to compare mask properties with (repeat for several)")  # fmt: skip
     parser.add_argument("--audit-exported", help="audit.json written by `sa-engine audit export`")
     parser.add_argument("--audit-corrected", help="the corrected COCO file")
+    parser.add_argument(
+        "--corrections", help="instead of the two above: a corrections folder of `sa-engine review` over this release"
+    )
     parser.add_argument("--fairness", help="fairness_groups.csv written by `sa-engine fairness`")
     parser.add_argument("--concavity-sample", type=int, default=DEFAULT_CONCAVITY_SAMPLE, help="masks per size class")
     parser.add_argument("--seed", type=int, default=0, help="seeds the concavity sample and the gallery's sample")
@@ -323,6 +338,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ReportRequest:
     args = parser.parse_args(argv)
     if bool(args.audit_exported) != bool(args.audit_corrected):
         parser.error("--audit-exported and --audit-corrected go together")
+    if args.corrections and args.audit_exported:
+        parser.error("--corrections replaces --audit-exported and --audit-corrected: give one audit")
     if args.concavity_sample < 1:
         parser.error("--concavity-sample must be >= 1")
     return ReportRequest(
@@ -332,6 +349,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ReportRequest:
         compare=tuple(args.compare),
         audit_exported=args.audit_exported,
         audit_corrected=args.audit_corrected,
+        corrections=args.corrections,
         fairness=args.fairness,
         concavity_sample=args.concavity_sample,
         seed=args.seed,

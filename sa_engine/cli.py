@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "verify": Subcommand("curation.verify", "check a release: checksums, indexes, records, every input once"),
     "report": Subcommand("analysis.report", "one HTML report over a release: the paper's sections 5-6"),
     "audit": Subcommand("analysis.audit", "the mask quality audit: export a sample, score its corrections"),
+    "review": Subcommand("analysis.review.__main__", "review, correct and add masks in the browser, with SAM's help"),
     "fairness": Subcommand("analysis.fairness", "fairness in segmenting people, on MIAP (the paper's Table 2)"),
     "sa1b-index": Subcommand("analysis.sa1b_index", "index SA-1B's tar files as a release, for the analyses"),
     "scenes": Subcommand("synthetic.scene_release", "generated training scenes, written as a release"),

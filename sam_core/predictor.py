@@ -80,6 +80,25 @@ class SamPredictor:
         self._embeddings = torch.cat(chunks)
         self._images = states
 
+    def set_embedding(
+        self, embedding: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]
+    ) -> None:
+        """Use an embedding computed before (`image_embedding`, with `image_sizes`) instead of
+        embedding the image again: 1xPxGxG float32 for an image of `original_size` (H, W) that was
+        resized to `input_size` (H, W) before padding."""
+        config = self.model.config
+        expected = (1, config.prompt_embed_dim, config.embedding_grid, config.embedding_grid)
+        if tuple(embedding.shape) != expected:
+            raise ValueError(f"embedding shape {tuple(embedding.shape)} is not this model's {expected}")
+        self._embeddings = embedding.to(self.model.device, torch.float32)
+        self._images = [_ImageState(tuple(original_size), tuple(input_size))]
+
+    def image_sizes(self, image_index: int = 0) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(original size, input size), each (H, W), of an image set before."""
+        self._embeddings_for(image_index)
+        state = self._images[image_index]
+        return state.original_size, state.input_size
+
     def image_embedding(self, image_index: int = 0) -> torch.Tensor:
         """The 1xPxGxG embedding of an image set before."""
         return self._embeddings_for(image_index)[image_index : image_index + 1]

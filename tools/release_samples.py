@@ -2,7 +2,8 @@
 
 Each image is read from its shard, decoded and resized when the trainer reaches it, and dropped
 once its step is done: memory holds the shuffle buffer (encoded JPEG bytes and records, not
-pixels), never the release.
+pixels), never the release. With a corrections folder of the review app (`curation.corrections`),
+only the saved images are used, with their corrected masks.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from curation.corrections import CorrectionsFolder
 from curation.images import ImageDecodeError, decode_image
 from curation.record_size import RecordSizeError, conform
-from curation.release import ReleaseImage, iter_release
+from curation.release import ReleaseError, ReleaseImage, iter_release
 from sam_core.console import stderr_line
 from sam_core.training import TrainingImage, prepare_training_image
 
@@ -57,6 +59,11 @@ class ReleaseSamples:
         shuffled with the seed (seed, k), so a rerun sees the same order; 0 or 1: release order.
     on_size_mismatch: a record whose size disagrees with its JPEG is skipped and counted ("skip"),
         raises RecordSizeError ("fail"), or has its masks resized to the JPEG's size ("rescale").
+    corrections: a corrections folder (any fsspec URI) over this release: only its saved images are
+        used, each with its saved record (the kept masks: accepted, edited and added; rejected and
+        undecided ones are not there); a pass stops once it has read them all. ReleaseError when
+        the folder holds no saved image, or when a pass reads the whole release without finding
+        every saved image.
     Images without masks and images that do not decode are skipped and counted. `counts` holds the
     pass in progress ("used", "rescaled" and the SKIP_REASONS), `first_pass` the first complete one.
     """
@@ -71,12 +78,14 @@ class ReleaseSamples:
         seed: int = 0,
         on_size_mismatch: str = "skip",
         storage_options: dict[str, Any] | None = None,
+        corrections: str | None = None,
     ) -> None:
         if on_size_mismatch not in SIZE_MISMATCH_POLICIES:
             raise ValueError(f"on_size_mismatch must be one of {SIZE_MISMATCH_POLICIES}, got {on_size_mismatch!r}")
         self.release, self.image_size, self.limit = release, image_size, limit
         self.shuffle_buffer, self.seed, self.on_size_mismatch = shuffle_buffer, seed, on_size_mismatch
-        self.storage_options = storage_options
+        self.storage_options, self.corrections = storage_options, corrections
+        self._corrected: dict[int, dict[str, Any]] | None = None
         self.passes = 0
         self.counts: Counter[str] = Counter()
         self.first_pass: Counter[str] | None = None
@@ -99,10 +108,35 @@ class ReleaseSamples:
             self.first_pass = counts
         self.passes += 1
 
+    def _corrected_records(self) -> dict[int, dict[str, Any]] | None:
+        """image id -> saved record of the corrections folder (read once), None without one."""
+        if self.corrections is not None and self._corrected is None:
+            folder = CorrectionsFolder(self.corrections, self.storage_options)
+            self._corrected = {record["image"]["image_id"]: record for record in folder.records()}
+            if not self._corrected:
+                raise ReleaseError(f"the corrections folder {self.corrections} holds no saved image")
+        return self._corrected
+
+    def _release_items(self) -> Iterator[ReleaseImage]:
+        """The release's images in release order; with corrections, the saved ones with their saved records."""
+        corrected = self._corrected_records()
+        if corrected is None:
+            yield from iter_release(self.release, self.storage_options)
+            return
+        unread = set(corrected)
+        for item in iter_release(self.release, self.storage_options):
+            image_id = item.record["image"]["image_id"]
+            if image_id in unread:
+                unread.discard(image_id)
+                yield ReleaseImage(corrected[image_id], item.image_bytes)
+                if not unread:
+                    return
+        raise ReleaseError(f"{self.release} does not hold the saved images {sorted(unread)[:10]} of {self.corrections}")
+
     def _candidates(self, counts: Counter[str]) -> Iterator[ReleaseImage]:
         """The release's images with masks, records checked against their JPEG headers, in release order."""
         taken = 0
-        for item in iter_release(self.release, self.storage_options):
+        for item in self._release_items():
             if self.limit is not None and taken >= self.limit:
                 return
             try:

@@ -4,10 +4,13 @@
     sa-engine train --release s3://bucket/release --model vit_b --checkpoint vit_b \\
         --trainable mask_decoder --device cuda --precision bfloat16 --output out/models
     sa-engine train --release out/scenes/train --checkpoint sae_tiny --image-size 640 --output out/m640
+    sa-engine train --release out/release --corrections out/corrections --checkpoint sae_tiny \\
+        --trainable mask_decoder --output out/tuned
 
 Wiring only: streams the release's images (`tools.release_samples`: read, decoded and resized
 when a step reaches them, shuffled within a bounded buffer; records whose size disagrees with their
-JPEG are skipped and counted unless `--on-size-mismatch` says otherwise), trains with
+JPEG are skipped and counted unless `--on-size-mismatch` says otherwise; with `--corrections`, only
+the images saved in the review app's corrections folder, with their corrected masks), trains with
 `sam_core.training`, and saves `<name>_<sha256[:8]>.pth` (the official state-dict layout) plus a
 JSON of its config and settings. Runs without Ray.
 """
@@ -18,6 +21,7 @@ from dataclasses import asdict, fields
 
 import torch
 
+from curation.corrections import CorrectionsError
 from curation.record_size import RecordSizeError
 from curation.release import ReleaseError
 from sam_core.checkpoints import CheckpointError, load_sam
@@ -35,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     add_output_arguments(parser, "trained")
     add_model_arguments(
         parser, "weights to start from: a path, URL or model name; default: random init", image_size_help=RESAMPLED
+    )
+    parser.add_argument(
+        "--corrections",
+        help="a corrections folder of `sa-engine review` over the release: train only on its saved images, "
+        "with their corrected masks (any fsspec URI)",
     )
     parser.add_argument("--max-images", type=int, default=None, help="use at most this many images")
     parser.add_argument(
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         shuffle_buffer=args.shuffle_buffer,
         seed=settings.seed,
         on_size_mismatch=args.on_size_mismatch,
+        corrections=args.corrections,
     )
     try:
         trainer = Trainer(model, images, settings)
@@ -104,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": asdict(settings),
             "step": step,
             "release": args.release,
+            "corrections": args.corrections,
             "start": args.checkpoint,
             "images": images.images_per_pass,
         }
@@ -114,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train(checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
     except (NotEnoughImagesError, RecordSizeError) as error:
         return input_error(f"{args.release}: {error}")
-    except (ReleaseError, OSError) as error:  # a release that is missing or does not read
+    except (ReleaseError, CorrectionsError, OSError) as error:  # a release or corrections folder that does not read
         return input_error(str(error))
     finally:
         stderr_line(images.summary())

@@ -1,5 +1,5 @@
 """The mask quality audit: seeded sampling, COCO export of a real release, scoring of corrections
-whose IoUs are worked out by hand."""
+(COCO files, and the review app's corrections folders) whose IoUs and times are worked out by hand."""
 
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ from pycocotools.coco import COCO
 
 from analysis import audit
 from analysis.accumulators import seeded_hash
-from analysis.audit import AuditInputError, export_audit, main, sample_images, score_audit
+from analysis.audit import AuditInputError, export_audit, main, sample_images, score_audit, score_corrections
 from analysis.release_index import ReleaseIndex
+from curation.corrections import CorrectionsFolder, ReviewedMask, corrected_record
 from curation.record_size import RecordSizeError
 from curation.release import ReleaseImage, ReleaseWriter, iter_release
 from synthetic.scene_release import write_scene_release
+from tests.analysis.conftest import KnownRelease, rectangle
 from tests.sa1b_real import WIDER_IMAGE, real_image, real_record, real_sa1b_item, with_width
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -426,3 +428,120 @@ def test_cli_export_and_score(scene_release: str, tmp_path: Path, capsys: pytest
     assert "error: corrected file" in capsys.readouterr().err
     assert main(["export", "--release", str(tmp_path / "no_release"), "--output", str(out)]) == 2
     assert "is not a finished release" in capsys.readouterr().err
+
+
+# --- scoring a corrections folder of the review app ---------------------------------------------
+
+
+def review_corrections(folder_uri: str, known: KnownRelease, release: str | None = None) -> str:
+    """A corrections folder over the known release, written with `curation.corrections`.
+
+    Image 1 (100x200): its L-shape (300 px, medium) accepted in 2 s; its 100x50 rectangle (large)
+    cut to 100x40 in 10 s: IoU 4000/5000 = 0.8. Image 3 (100x100, twelve 4x4 squares, small):
+    square 0 cut to 4x3 in 6 s (IoU 12/16 = 0.75, not > 0.75), square 1 grown to 5x4 in 8 s
+    (16/20 = 0.8), square 2 accepted in 4 s, square 3 rejected in 1.5 s, squares 4-11 left
+    undecided; a 10x10 box added in 12 s (id 12, after the image's largest automatic id 11).
+    """
+    records = {item.record["image"]["image_id"]: item.record for item in iter_release(known.uri)}
+    folder = CorrectionsFolder(folder_uri, release=release or known.uri, model={"name": "sae_tiny", "sha256": "x"})
+    squares = known.masks[3]
+    reviews = {
+        1: [
+            ReviewedMask(0, "accepted", rle(known.masks[1][0]), seconds=2.0),
+            ReviewedMask(1, "edited", rle(rectangle(100, 200, 100, 60, 100, 40)), seconds=10.0),
+        ],
+        3: [
+            ReviewedMask(0, "edited", rle(squares[0] & ~rectangle(100, 100, 0, 3, 4, 1)), seconds=6.0),
+            ReviewedMask(1, "edited", rle(squares[1] | rectangle(100, 100, 12, 8, 1, 4)), seconds=8.0),
+            ReviewedMask(2, "accepted", rle(squares[2]), seconds=4.0),
+            ReviewedMask(3, "rejected", seconds=1.5),
+            ReviewedMask(None, "added", rle(rectangle(100, 100, 50, 50, 10, 10)), 0.93, 12.0, ((55.0, 55.0),)),
+        ],
+    }
+    for image_id, masks in reviews.items():
+        record = corrected_record(records[image_id], masks, seconds_on_image=60.0, release=release or known.uri)
+        folder.save(image_id, record, base_version=0)
+    return folder_uri
+
+
+def test_score_corrections_matches_hand_ious_and_times(known_release: KnownRelease, tmp_path: Path) -> None:
+    assert (known_release.masks[3][0] & ~rectangle(100, 100, 0, 3, 4, 1)).sum() == 12  # square 0 sits at (0, 0)
+    assert (known_release.masks[3][1] | rectangle(100, 100, 12, 8, 1, 4)).sum() == 20  # square 1 at (8, 8)
+    result = score_corrections(review_corrections(str(tmp_path / "corrections"), known_release))
+
+    pairs = result.pairs.set_index(["image_id", "id"])
+    expected = {(1, 0): 1.0, (1, 1): 0.8, (3, 0): 0.75, (3, 1): 0.8, (3, 2): 1.0}
+    assert pairs["iou"].to_dict() == pytest.approx(expected)
+    assert pairs["size_class"].to_dict() == {
+        (1, 0): "medium", (1, 1): "large", (3, 0): "small", (3, 1): "small", (3, 2): "small"
+    }  # fmt: skip
+    assert pairs["area"].tolist() == [300, 5000, 16, 16, 16]
+    assert pairs["corrected_area"].tolist() == [300, 4000, 12, 20, 16]
+    assert (result.deleted_ids, result.added_ids, result.pending_ids) == ([3], [12], list(range(4, 12)))
+    assert (result.n_exported, result.n_corrected, result.removed) == (14, 6, "rejected")
+
+    summary = result.summary
+    assert summary["pairs"].tolist() == [5, 3, 1, 1]
+    assert summary["share_iou_above_0_90"].tolist() == pytest.approx([2 / 5, 1 / 3, 1, 0])
+    assert summary["share_iou_above_0_75"].tolist() == pytest.approx([4 / 5, 2 / 3, 1, 1])
+    assert summary["mean_iou"].tolist() == pytest.approx([4.35 / 5, 2.55 / 3, 1.0, 0.8])
+    assert summary["median_iou"].tolist() == pytest.approx([0.8, 0.8, 1.0, 0.8])
+
+    times = result.times
+    assert list(times.index) == ["accepted", "edited", "added", "rejected", "all"]
+    assert times["masks"].tolist() == [2, 3, 1, 1, 7]
+    assert times["total_seconds"].tolist() == pytest.approx([6.0, 24.0, 12.0, 1.5, 43.5])
+    assert times["mean_seconds"].tolist() == pytest.approx([3.0, 8.0, 12.0, 1.5, 43.5 / 7])
+    assert times["median_seconds"].tolist() == pytest.approx([3.0, 8.0, 12.0, 1.5, 6.0])
+
+
+def test_cli_scores_a_corrections_folder(
+    known_release: KnownRelease, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the folder names a release that has moved: --release says where it is now
+    corrections = review_corrections(str(tmp_path / "corrections"), known_release, release=str(tmp_path / "moved"))
+    out = tmp_path / "scores"
+    args = ["score", "--corrections", corrections, "--output", str(out)]
+    assert main(args) == 2
+    assert f"error: {tmp_path / 'moved'} is not a finished release" in capsys.readouterr().err
+    assert main([*args, "--release", known_release.uri]) == 0
+    printed = capsys.readouterr().out
+    assert "14 automatic masks: 5 scored, 1 rejected, 8 pending; 1 added" in printed and "median_seconds" in printed
+    changes = (out / "audit_changes.csv").read_text().splitlines()
+    assert changes == ["id,change", "3,rejected", "12,added", *(f"{k},pending" for k in range(4, 12))]
+    time = (out / "audit_time.csv").read_text().splitlines()
+    assert time[0] == "status,masks,total_seconds,mean_seconds,median_seconds" and time[1] == "accepted,2,6.0,3.0,3.0"
+    assert len((out / "audit_pairs.csv").read_text().splitlines()) == 6
+    coco_files = ["--exported", "a.json", "--corrected", "b.json"]
+    for usage in (["--corrections", corrections, *coco_files[:2]], ["--corrections", corrections, *coco_files],
+                  [*coco_files, "--release", known_release.uri], []):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(["score", "--output", str(out), *usage])
+        assert exit_info.value.code == 2
+    assert main(["score", "--corrections", str(tmp_path / "empty"), "--output", str(out)]) == 2
+    assert "holds no saved corrections" in capsys.readouterr().err
+
+
+def test_score_corrections_refuses_a_record_that_does_not_fit_its_release(
+    known_release: KnownRelease, tmp_path: Path
+) -> None:
+    corrections = review_corrections(str(tmp_path / "corrections"), known_release)
+    path = tmp_path / "corrections" / "records" / "sa_3.json"
+    good = json.loads(path.read_text())
+
+    def scored_with(record: dict[str, Any]) -> None:
+        path.write_text(json.dumps(record))
+        score_corrections(corrections)
+
+    twice = copy.deepcopy(good)
+    twice["review"]["rejected"].append(dict(twice["review"]["rejected"][0]))
+    with pytest.raises(AuditInputError, match="rejected mask: source_id 3 is not an undecided automatic mask"):
+        scored_with(twice)
+    unknown = copy.deepcopy(good)
+    unknown["annotations"][0]["review"]["source_id"] = 99
+    with pytest.raises(AuditInputError, match="image 3 mask 0: source_id 99 is not an undecided automatic mask"):
+        scored_with(unknown)
+    resized = copy.deepcopy(good)
+    resized["annotations"][1]["segmentation"] = rle(box(50, 50, 0, 0, 5, 5))
+    with pytest.raises(AuditInputError, match=r"image 3 mask 1: mask size \[50, 50\] differs"):
+        scored_with(resized)

@@ -15,6 +15,7 @@ from analysis.audit import export_audit
 from analysis.fairness import summarize_groups
 from analysis.report import main
 from tests.analysis.conftest import KnownRelease, write_coco
+from tests.analysis.test_audit import review_corrections
 from tests.browser import check_page, chromium, serve_folder
 from tests.ray_cluster import free_port
 
@@ -62,7 +63,7 @@ def test_report_tables_hold_the_known_answers(report: Path) -> None:
     assert sorted(countries["iso2"]) == ["BR", "FR", "KE"]
     audit = pd.read_csv(report / "tables" / "audit_summary.csv").set_index("masks")
     assert audit.loc["all", "pairs"] == 13 and audit.loc["all", "share_iou_above_0_90"] == 1.0
-    assert "1 masks deleted" in page
+    assert "From the corrected audit file: 14 exported masks: 13 scored, 1 deleted; 0 added." in page
     fairness = pd.read_csv(report / "tables" / "fairness_groups.csv")
     assert fairness["n_masks"].sum() == 6
     figures = sorted(p.name for p in (report / "figures").glob("*.png"))
@@ -144,3 +145,31 @@ def test_report_logs_each_section_and_its_reading_progress(
     assert {"overview", "mask properties", "fairness"} <= {name for _, _, name in sections}
     # The release's 14 masks come in a batch per index file; the line of the last one is always logged.
     assert re.search(r"release: read 14/14 masks \| [\d.,]+ masks/s \| 0 s left", log), log
+
+
+def test_report_shows_the_audit_of_a_review_corrections_folder(known_release: KnownRelease, tmp_path: Path) -> None:
+    corrections = review_corrections(str(tmp_path / "corrections"), known_release)  # IoUs and times by hand
+    out = tmp_path / "report"
+    args = ["--release", known_release.uri, "--output", str(out), "--corrections", corrections]
+    assert main([*args, "--concavity-sample", "10"]) == 0
+    page = (out / "index.html").read_text()
+    audit = page[page.index("<h2>Quality audit</h2>") : page.index("<h2>Fairness in segmenting people</h2>")]
+    assert f"From the corrections folder {corrections}: 14 automatic masks: 5 scored, 1 rejected, 8 pending" in audit
+    summary = pd.read_csv(out / "tables" / "audit_summary.csv").set_index("masks")
+    assert summary.loc["all"].tolist() == pytest.approx([5, 2 / 5, 4 / 5, 0.87, 0.8])
+    times = pd.read_csv(out / "tables" / "audit_time.csv").set_index("status")
+    assert times.loc["edited"].tolist() == pytest.approx([3, 24.0, 8.0, 8.0])
+
+    def drawn(table: str) -> dict[str, list[str]]:
+        """Each row of an HTML table of the page: its label and its cells as drawn."""
+        rows = re.findall(r"<tr>\s*<th>(\w+)</th>((?:\s*<td>[^<]*</td>)+)\s*</tr>", table)
+        return {label: re.findall(r"<td>([^<]*)</td>", cells) for label, cells in rows}
+
+    summary_html, time_html = re.findall(r"<table.*?</table>", audit, re.DOTALL)[:2]
+    assert drawn(summary_html)["all"] == ["5", "0.4", "0.8", "0.87", "0.8"]
+    assert drawn(summary_html)["small"] == ["3", "0.3333", "0.6667", "0.85", "0.8"]
+    assert drawn(time_html)["edited"] == ["3", "24", "8", "8"]
+    assert drawn(time_html)["all"] == ["7", "43.5", "6.214", "6"]
+    with pytest.raises(SystemExit) as exit_info:  # two audits at once
+        main([*args, "--audit-exported", "a.json", "--audit-corrected", "b.json"])
+    assert exit_info.value.code == 2

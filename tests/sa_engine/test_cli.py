@@ -112,10 +112,16 @@ def test_help_shows_allowed_values_and_defaults(capsys, words, flag, shown):
 @pytest.mark.parametrize(
     ("flag", "subcommands"),
     [
-        ("--output", [w for w in HELPS if w not in {("audit",), ("evaluate",), ("verify",)}]),
-        ("--model", [("amg",), ("train",), ("evaluate",), ("fairness",), ("demo",), ("average",), ("resample",)]),
-        ("--checkpoint", [("amg",), ("train",), ("evaluate",), ("fairness",), ("demo",)]),
-        ("--storage-options", [("amg",), ("dedup",), ("report",), ("audit", "export"), ("sa1b-index",), ("verify",)]),
+        ("--output", [w for w in HELPS if w not in {("audit",), ("evaluate",), ("verify",), ("review",)}]),
+        (
+            "--model",
+            [("amg",), ("train",), ("evaluate",), ("fairness",), ("demo",), ("average",), ("resample",), ("review",)],
+        ),
+        ("--checkpoint", [("amg",), ("train",), ("evaluate",), ("fairness",), ("demo",), ("review",)]),
+        (
+            "--storage-options",
+            [("amg",), ("dedup",), ("report",), ("audit", "export"), ("sa1b-index",), ("verify",), ("review",)],
+        ),
     ],
 )
 def test_the_same_thing_has_the_same_flag(capsys, flag, subcommands):
@@ -137,6 +143,7 @@ def test_the_same_thing_has_the_same_flag(capsys, flag, subcommands):
         ["resample", "{missing}", "--output", "{tmp}/m"],
         ["amg", "--config", "{missing}", "--input", "{tmp}", "--output", "{tmp}/release"],
         ["fairness", *MIAP_INPUTS, "--output", "{tmp}/fairness"],
+        ["review", "--release", "{missing}", "--images", "1", "--corrections", "{tmp}/corrections"],
     ],
     ids=lambda argv: " ".join(w for w in argv[:2] if not w.startswith("-")),
 )
