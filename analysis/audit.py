@@ -125,10 +125,10 @@ def sample_images(index: ReleaseIndex, n: int, seed: int, batch_rows: int = DEFA
 # --- reading sampled or saved images from the release -------------------------------------------
 
 _ROW_COLUMNS = ("image_id", "width", "height", "shard")
-"""The images-index columns `_release_items` needs of each image."""
+"""The images-index columns `release_items` needs of each image."""
 
 
-def _index_rows(index: ReleaseIndex, image_ids: set[int]) -> list[dict[str, Any]]:
+def index_rows(index: ReleaseIndex, image_ids: set[int]) -> list[dict[str, Any]]:
     """The images-index rows (_ROW_COLUMNS) of `image_ids`, in one streaming pass; AuditInputError
     naming the ids the release does not hold."""
     rows = []
@@ -141,7 +141,7 @@ def _index_rows(index: ReleaseIndex, image_ids: set[int]) -> list[dict[str, Any]
     return sorted(rows, key=lambda row: row["image_id"])
 
 
-def _release_items(
+def release_items(
     index: ReleaseIndex, rows: Sequence[dict[str, Any]], progress: bool = False
 ) -> Iterator[tuple[int, ReleaseImage]]:
     """(image id, record and JPEG) of each images-index row (_ROW_COLUMNS), reading only the shards
@@ -237,7 +237,7 @@ def export_audit(
     records: dict[int, dict[str, Any]] = {}
     rescaled: list[int] = []
     shard_of = {row["image_id"]: row["shard"] for row in rows}
-    for image_id, item in _release_items(index, rows, progress):
+    for image_id, item in release_items(index, rows, progress):
         checked = conform(item, rescale)
         if checked is not item:
             rescaled.append(image_id)
@@ -409,12 +409,16 @@ def _pairs_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pairs[list(PAIR_COLUMNS)].astype({"id": np.int64, "image_id": np.int64, "iou": np.float64})
 
 
+def _by_label(values: pd.Series, labels: pd.Series, wanted: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """(label, the float64 values of the rows with that label) for each of `wanted`; "all" takes every row."""
+    for label in wanted:
+        yield label, (values if label == "all" else values[labels == label]).to_numpy(np.float64)
+
+
 def summarize_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
     """The summary table of a pairs table: rows SUMMARY_ROWS, columns SUMMARY_COLUMNS."""
     rows = {}
-    for label in SUMMARY_ROWS:
-        iou = pairs["iou"] if label == "all" else pairs.loc[pairs["size_class"] == label, "iou"]
-        iou = iou.to_numpy(np.float64)
+    for label, iou in _by_label(pairs["iou"], pairs["size_class"], SUMMARY_ROWS):
         empty = len(iou) == 0
         rows[label] = {
             "pairs": len(iou),
@@ -498,9 +502,7 @@ def summarize_times(times: pd.DataFrame) -> pd.DataFrame:
     """Seconds spent per mask by review status: rows TIME_ROWS, columns TIME_COLUMNS (NaN mean and
     median for a status without masks). `times`: one row per decided mask, columns status, seconds."""
     rows = {}
-    for label in TIME_ROWS:
-        seconds = times["seconds"] if label == "all" else times.loc[times["status"] == label, "seconds"]
-        seconds = seconds.to_numpy(np.float64)
+    for label, seconds in _by_label(times["seconds"], times["status"], TIME_ROWS):
         empty = len(seconds) == 0
         rows[label] = {
             "masks": len(seconds),
@@ -543,7 +545,7 @@ def score_corrections(
     index = ReleaseIndex(release or header["release"], storage_options)
     rows, rejected, added, pending, times = [], [], [], [], []
     n_automatic = n_kept = 0
-    for image_id, item in _release_items(index, _index_rows(index, set(saved))):
+    for image_id, item in release_items(index, index_rows(index, set(saved))):
         record = saved[image_id]
         height, width = item.record["image"]["height"], item.record["image"]["width"]
         if (record["image"]["height"], record["image"]["width"]) != (height, width):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.audit import _index_rows, _release_items, sample_images
+from analysis.audit import index_rows, release_items, sample_images
 from analysis.release_index import ReleaseIndex
 
 
@@ -68,7 +68,7 @@ class Catalog:
             raise ValueError("give either image_ids or sample")
         index = ReleaseIndex(uri, storage_options)
         wanted = set(image_ids) if image_ids is not None else set(sample_images(index, sample, seed))
-        items = _release_items(index, _index_rows(index, wanted))
+        items = release_items(index, index_rows(index, wanted))
         images = {image_id: CatalogImage(item.record, item.image_bytes) for image_id, item in items}
         return cls(uri, dict(sorted(images.items())))
 
