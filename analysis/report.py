@@ -4,10 +4,13 @@ release's data allow, with the figures as PNG and every table as CSV beside it.
     sa-engine report --release out/release --output out/report \\
         [--compare COCO=instances_val2017.json ...] \\
         [--audit-exported audit/audit.json --audit-corrected corrected.json | --corrections out/corrections] \\
-        [--fairness out/fairness/fairness_groups.csv]
+        [--fairness out/fairness/fairness_groups.csv] \\
+        [--dedup-table dedup.parquet ...] [--embeddings out/embeddings]
 
 Sections: overview (manifest), gallery (images with their masks and blurred regions drawn, and
-the inputs not released; `analysis.gallery`), mask properties (always), comparison datasets (--compare),
+the inputs not released; `analysis.gallery`), near-duplicates (example groups of each keep/drop
+table given, and the nearest neighbours of a few seeded images when the release has embeddings;
+`analysis.similar_images`), mask properties (always), comparison datasets (--compare),
 geography and income (when the images index has country or lat/lon metadata), quality audit
 (when a corrected audit file, or a corrections folder of `sa-engine review`, is given) and fairness
 (from `sa-engine fairness`).
@@ -32,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import csv as pa_csv
 
-from analysis import figures, gallery
+from analysis import figures, gallery, similar_images
 from analysis.audit import AuditResult, describe_changes, score_audit, score_corrections
 from analysis.geography import GeographyAccumulator, geography_columns
 from analysis.mask_properties import (
@@ -44,7 +47,9 @@ from analysis.mask_properties import (
     summarize_coco,
     summarize_release,
 )
+from analysis.neighbours import NeighbourIndex, groups_from_table
 from analysis.release_index import ReleaseIndex
+from curation.embeddings import EmbeddingsError, embedding_shards
 from curation.release import FAILURE_SCHEMA
 from sam_core.command_line import add_storage_options, command_parser, input_error
 from sam_core.console import configure_logging, stderr_line, stderr_logger
@@ -53,6 +58,7 @@ from sam_core.pace import duration
 REPORT = "index.html"
 COLLAPSE_ROWS = 15
 GALLERY_DIR = "gallery"
+SIMILAR_DIR = "similar"
 FAILURE_ROWS = 50
 """Failures listed on the page; tables/failures.csv holds them all."""
 
@@ -69,6 +75,8 @@ class ReportRequest:
     audit_corrected: str | None = None
     corrections: str | None = None  # a corrections folder of the review app, instead of the two above
     fairness: str | None = None  # fairness_groups.csv of analysis.fairness
+    dedup_tables: tuple[str, ...] = ()  # keep/drop tables of `sa-engine dedup` or `sa-engine semdedup`
+    embeddings: str | None = None  # a prefix with embeddings/ for a release made before them (`sa-engine embed`)
     concavity_sample: int = DEFAULT_CONCAVITY_SAMPLE
     seed: int = 0
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +133,7 @@ table.data {{ border-collapse: collapse; font-size: 0.85em; }}
 table.data td, table.data th {{ padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
 figure, details {{ margin: 1em 0; }} figcaption, summary {{ color: #555; font-size: 0.9em; margin: 0.3em 0; }}
 img {{ max-width: 100%; }}
+.missing {{ border: 1px dashed #999; padding: 6px; font-size: 0.8em; color: #555; overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 {chr(10).join(self.parts)}
@@ -293,6 +302,78 @@ def _failures(page: _Page, index: ReleaseIndex) -> None:
         page.parts.append(f"<p>{total - len(frame)} more in failures.csv.</p>")
 
 
+def _near_duplicates(page: _Page, request: ReportRequest, index: ReleaseIndex) -> None:
+    page.heading("Near-duplicates")
+    folder = page.out / SIMILAR_DIR
+    similar_images.clear_thumbnails(folder)
+    if not request.dedup_tables:
+        page.text(
+            "No keep/drop table given: pass the table of `sa-engine dedup` (perceptual hash) or "
+            "`sa-engine semdedup` (embeddings) as --dedup-table to see example groups."
+        )
+    for number, uri in enumerate(request.dedup_tables, 1):
+        found = groups_from_table(uri, request.storage_options, limit=similar_images.EXAMPLE_GROUPS)
+        method = "embeddings (SemDeDup)" if found.method == "semdedup" else "perceptual hash"
+        page.parts.append(f"<h3>{html.escape(f'By {method}: {uri}')}</h3>")
+        if not found.groups:
+            page.text("The table drops no input: every input is unique or unreadable.")
+            continue
+        rule = f" ({found.rule()})" if found.rule() else ""
+        page.text(
+            f"Inputs dropped as near-duplicates: {found.n_dropped}, of {found.n_groups} kept{rule}. "
+            f"{'The group' if found.n_groups == 1 else f'The {len(found.groups)} largest groups'}: the kept "
+            f"input first, then up to {similar_images.SHOWN_DUPLICATES} of its duplicates, closest first."
+        )
+        rows = similar_images.duplicate_rows(index, found, folder, f"d{number}", request.storage_options)
+        _thumb_rows(page, rows)
+        page.table(f"near_duplicates_{number}", similar_images.duplicate_table(found, rows), "The pairs shown")
+    _nearest_neighbours(page, request, index, folder)
+
+
+def _nearest_neighbours(page: _Page, request: ReportRequest, index: ReleaseIndex, folder: Path) -> None:
+    page.parts.append("<h3>Nearest neighbours</h3>")
+    try:
+        embedding_shards(request.release, request.storage_options, request.embeddings)
+    except EmbeddingsError as error:  # none at all; embeddings that do not fit the release fail the report
+        page.text(f"Not computed: {error}.")
+        return
+    neighbours = NeighbourIndex.open(request.release, request.storage_options, request.embeddings)
+    info = neighbours.info
+    page.text(
+        f"Cosine similarity of the images' embeddings ({info.get('model')}, {info.get('pooling')}, "
+        f"{info.get('dim')} dimensions), an exact search over all {len(neighbours)} images; "
+        f"{similar_images.NEIGHBOUR_QUERIES} images drawn with seed {request.seed}, each with its "
+        f"{similar_images.NEIGHBOURS} nearest."
+    )
+    rows, table = similar_images.neighbour_rows(index, neighbours, folder, request.seed)
+    _thumb_rows(page, rows)
+    page.table("nearest_neighbours", table, "Each drawn image's nearest neighbours")
+
+
+def _thumb_rows(page: _Page, rows: list[similar_images.ThumbRow]) -> None:
+    """Each row of thumbnails under its title; an image without a thumbnail shows why."""
+    for row in rows:
+        tiles = []
+        for thumb in row.thumbs:
+            name = html.escape(thumb.name)
+            short = html.escape(thumb.name.rsplit("/", 1)[-1])
+            caption = f"<figcaption><b>{html.escape(thumb.label)}</b><br>{short}</figcaption>"
+            if thumb.file is None:
+                body = f'<div class="missing" title="{name}">{html.escape(thumb.note)}</div>'
+                width = similar_images.THUMB_LONG_SIDE
+            else:
+                body = (
+                    f'<img src="{SIMILAR_DIR}/{thumb.file}" width="{thumb.width}" height="{thumb.height}" '
+                    f'alt="{name}" title="{name}">'
+                )
+                width = thumb.width
+            tiles.append(f'<figure style="width:{width}px;margin:0">{body}{caption}</figure>')
+        page.parts.append(
+            f'<div class="similar"><p>{html.escape(row.title)}</p>'
+            f'<div style="display:flex;flex-wrap:wrap;gap:8px">{"".join(tiles)}</div></div>'
+        )
+
+
 def build_report(request: ReportRequest) -> Path:
     """Compute every section and write DIR/index.html with figures/ and tables/; returns the HTML path."""
     index = ReleaseIndex(request.release, request.storage_options)
@@ -300,6 +381,7 @@ def build_report(request: ReportRequest) -> Path:
     sections: list[tuple[str, Callable[[], None]]] = [
         ("overview", lambda: _overview(page, index)),
         ("gallery", lambda: _gallery(page, request, index)),
+        ("near duplicates", lambda: _near_duplicates(page, request, index)),
         ("mask properties", lambda: _mask_properties(page, request, index)),
         ("geography and income", lambda: _geography(page, index)),
         ("quality audit", lambda: _audit(page, request)),
@@ -332,6 +414,12 @@ def parse_args(argv: Sequence[str] | None = None) -> ReportRequest:
         "--corrections", help="instead of the two above: a corrections folder of `sa-engine review` over this release"
     )
     parser.add_argument("--fairness", help="fairness_groups.csv written by `sa-engine fairness`")
+    parser.add_argument("--dedup-table", action="append", default=[], metavar="URI",
+                        help="a keep/drop table of `sa-engine dedup` or `sa-engine semdedup`: example groups "
+                        "(repeat for several)")  # fmt: skip
+    parser.add_argument(
+        "--embeddings", help="for a release made before embeddings: the --output of `sa-engine embed` over it"
+    )
     parser.add_argument("--concavity-sample", type=int, default=DEFAULT_CONCAVITY_SAMPLE, help="masks per size class")
     parser.add_argument("--seed", type=int, default=0, help="seeds the concavity sample and the gallery's sample")
     add_storage_options(parser)
@@ -351,6 +439,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ReportRequest:
         audit_corrected=args.audit_corrected,
         corrections=args.corrections,
         fairness=args.fairness,
+        dedup_tables=tuple(args.dedup_table),
+        embeddings=args.embeddings,
         concavity_sample=args.concavity_sample,
         seed=args.seed,
         storage_options=args.storage_options,

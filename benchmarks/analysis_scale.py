@@ -98,7 +98,7 @@ def write_index(root: Path, n_masks: int, seed: int = 0) -> None:
     writer.finish(shards, {"generator": "benchmarks/analysis_scale.py"}, "# benchmark index\n")
 
 
-def _peak_rss_mib() -> float:
+def peak_rss_mib() -> float:
     """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over exec from
     the parent, which here has just generated the indexes."""
     status = Path("/proc/self/status").read_text()
@@ -110,11 +110,11 @@ def _run(root: str, queue: mp.Queue) -> None:
     from analysis.release_index import ReleaseIndex
 
     index = ReleaseIndex(root)
-    ready = _peak_rss_mib()
+    ready = peak_rss_mib()
     start = time.perf_counter()
     props = summarize_release(index, "bench", progress=None)
     seconds = time.perf_counter() - start
-    queue.put({"masks": props.n_masks, "seconds": seconds, "ready_mib": ready, "peak_mib": _peak_rss_mib()})
+    queue.put({"masks": props.n_masks, "seconds": seconds, "ready_mib": ready, "peak_mib": peak_rss_mib()})
 
 
 def main() -> None:

@@ -11,10 +11,11 @@ from curation.filters import IMAGES_REMOVED, MASKS_REMOVED
 
 
 def curation_summary(
-    filters: dict[str, Any], deidentified: bool, tallies: dict[str, int], dedup: dict[str, Any] | None
+    filters: dict[str, Any], deidentified: bool, tallies: dict[str, int], dedup: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """What curation did to a release, from the active `filters`, whether images were
-    `deidentified`, the summed shard `tallies` and the keep/drop table's summary (None without one)."""
+    `deidentified`, the summed shard `tallies` and the summary of each keep/drop table it was given
+    (`DedupTable.summary` with its "table" URI and "copy" path; none: [])."""
     return {
         "filters": filters,
         "masks_removed": _prefixed(tallies, MASKS_REMOVED),
@@ -76,7 +77,7 @@ Inputs not released, by stage (`failures/*.parquet` holds each with its reason; 
   stability >= {generator.get("stability_score_thresh")}, box NMS {generator.get("box_nms_thresh")}.
 - Images resized to a shorter side of at most {settings.get("release_short_side")} px, JPEG quality
   {settings.get("jpeg_quality")}; masks were made at the resolution the crops need and resampled to it.
-
+{_embeddings_line(settings.get("embeddings"))}
 All generator settings:
 
 ```json
@@ -89,6 +90,16 @@ All generator settings:
 - Masks are what the model proposes, unreviewed: no human checked them. A small or briefly trained
   model (such as the shipped `sae_tiny`) gives fragmentary masks on photographs.
 {_limitations(curation)}"""
+
+
+def _embeddings_line(info: dict[str, Any] | None) -> str:
+    """The card's line on the image embeddings of `info` (`curation.embeddings`); "" without them."""
+    if not info:
+        return ""
+    return (
+        f"- Image embeddings: `embeddings/*.parquet`, one {info['dim']}-d float16 vector per released image "
+        f"from `{info['model']}`: {info['pooling']}.\n"
+    )
 
 
 def _table(rows: dict[str, Any], header: tuple[str, str]) -> str:
@@ -115,25 +126,7 @@ def _curation_section(curation: dict[str, Any]) -> str:
         )
     else:
         deid_text = "Off: faces and licence plates are NOT blurred in this release."
-    dedup = curation["dedup"]
-    if dedup:
-        found = dedup["settings"]
-        dedup_text = (
-            f"Keep/drop table `{dedup['table']}` (sha256 `{dedup['sha256']}`, copied to `{dedup['copy']}`), "
-            f"made by `pipelines/dedup.py` with {found.get('method', 'unrecorded settings')}.\n\n"
-            + _table(
-                {
-                    "inputs checked": dedup["inputs"],
-                    "unique": dedup["unique"],
-                    "near-duplicate clusters (one image kept from each)": dedup["clusters"],
-                    "dropped as near-duplicates": dedup["dropped"],
-                    "unreadable when checked": dedup["unreadable"],
-                },
-                ("", ""),
-            )
-        )
-    else:
-        dedup_text = "Not applied: the job was given no keep/drop table, so near-duplicates may remain."
+    dedup_text = _dedup_text(curation["dedup"])
     return f"""## Curation
 
 ### Quality filters
@@ -151,6 +144,39 @@ image is counted under the first filter that removed it):
 
 {dedup_text}
 """
+
+
+_DEDUP_MAKERS = {
+    "phash": "`sa-engine dedup` (perceptual hash of the input images)",
+    "semdedup": "`sa-engine semdedup` (image embeddings of a release)",
+}
+_DEDUP_COUNTS = {
+    "inputs": "inputs checked",
+    "unique": "unique",
+    "clusters": "near-duplicate groups (one image kept from each)",
+    "dropped": "dropped as near-duplicates (in the table)",
+    "unreadable": "unreadable when checked",
+}
+
+
+def _dedup_text(tables: list[dict[str, Any]]) -> str:
+    """The card's near-duplicates part: each keep/drop table (how it was made) and its counts, by method."""
+    if not tables:
+        return "Not applied: the job was given no keep/drop table, so near-duplicates may remain."
+    lines = ["An input is dropped (stage `dedup` in the failures table) when any of these tables drops it:\n"]
+    for number, table in enumerate(tables, 1):
+        found = table["settings"]
+        how = found.get("description") or found.get("method") or "unrecorded settings"
+        lines.append(
+            f"{number}. `{table['table']}` (sha256 `{table['sha256']}`, copied to `{table['copy']}`), made by "
+            f"{_DEDUP_MAKERS[table['method']]} with {how}."
+        )
+    header = "| | " + " | ".join(f"{n}. {t['method']}" for n, t in enumerate(tables, 1)) + " |"
+    rows = [header, "|---" * (len(tables) + 1) + "|"]
+    rows += [
+        "| " + label + " | " + " | ".join(str(t[key]) for t in tables) + " |" for key, label in _DEDUP_COUNTS.items()
+    ]
+    return "\n".join(lines) + "\n\n" + "\n".join(rows)
 
 
 def _limitations(curation: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -38,7 +38,8 @@ from curation.images import decode_image
 HASH_BYTES = 8
 """A hash is 64 bits, packed into 8 uint8 (numpy.packbits order)."""
 DEFAULT_MAX_DISTANCE = 9
-"""Hashes within this many bits are near-duplicates (calibrated on real photos by the tests)."""
+"""Hashes within this many bits are near-duplicates (chosen on the tests' few real photos; on 112 real
+photos its precision is 0.19: docs/curation.md, semantic near-duplicates)."""
 MAX_SEARCH_DISTANCE = 11
 """The largest distance `near_duplicate_pairs` searches: beyond it the probes per hash grow five-fold."""
 
@@ -48,10 +49,11 @@ DEDUP_SCHEMA = pa.schema(
         ("keep", pa.bool_()),
         ("reason", pa.string()),  # "unique" | "kept" | "duplicate" | "unreadable"
         ("matched_uri", pa.string()),  # the kept image of a duplicate's cluster, else ""
-        ("distance", pa.int32()),  # Hamming bits to matched_uri, else -1
+        # to matched_uri, else -1: Hamming bits (phash); round(10000 * (1 - cosine)) (semdedup)
+        ("distance", pa.int32()),
         ("cluster", pa.int64()),  # input row of the cluster's kept image (own row if unique), -1 unreadable
         ("pixels", pa.int64()),  # source width * height, 0 unreadable
-        ("signature", pa.string()),  # the hash as 16 lowercase hex digits, "" unreadable
+        ("signature", pa.string()),  # the hash as 16 lowercase hex digits, "" unreadable (and for semdedup)
         ("error", pa.string()),  # why an unreadable input could not be decoded, else ""
     ]
 )
@@ -244,25 +246,58 @@ def decide(
     non-empty for an input that could not be decoded ("unreadable": kept, for the later job to record its
     failure; its hash and pixels are ignored). Duplicate clusters are the connected components of
     `near_duplicate_pairs` among the readable rows (identical hashes are searched once, so a thousand
-    copies of one stock "image unavailable" banner cost one hash, not half a million pairs). A cluster of one is
-    "unique"; in a larger one the image with the most pixels is "kept" (ties: the smallest uri in
-    code-point order, then the first row) and every other member is a "duplicate" of it, with its
-    Hamming distance to it (which, through a chain of near-duplicates, may exceed max_distance).
+    copies of one stock "image unavailable" banner cost one hash, not half a million pairs), decided by
+    `keep_drop_table`; `distance` is the Hamming distance to the kept image (which, through a chain of
+    near-duplicates, may exceed max_distance).
     """
     _check_hashes(hashes)
+    if not len(uris) == len(hashes) == len(errors):
+        raise ValueError(
+            f"uris, hashes and errors must have one entry per input, got lengths {len(uris)}, {len(hashes)}, "
+            f"{len(errors)}"
+        )
+    readable = np.array([not error for error in errors], bool)
+    words = _words(hashes)
+    hex_digits = hashes.tobytes().hex()
+    signatures = [hex_digits[16 * row : 16 * row + 16] if ok else "" for row, ok in enumerate(readable)]
+
+    def hamming(rows: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        return np.bitwise_count(words[rows] ^ words[kept]).astype(np.int32)
+
+    labels = _clusters(words[readable], max_distance)
+    return keep_drop_table(uris, pixels, errors, labels, hamming, signatures)
+
+
+def keep_drop_table(
+    uris: Sequence[str],
+    pixels: np.ndarray,
+    errors: Sequence[str],
+    labels: np.ndarray,
+    distance: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    signatures: Sequence[str],
+) -> pa.Table:
+    """The keep/drop table (DEDUP_SCHEMA) of any near-duplicate method, one row per input, in input order.
+
+    uris, errors, signatures: N strings (an error: the input is "unreadable", kept, its pixels ignored);
+    pixels: (N,) integer source width * height; labels: (R,) integer cluster labels of the R readable rows,
+    in order (`components`); distance(rows, kept): (K,) int32 method distances of rows to their kept rows.
+    A cluster of one is "unique"; in a larger one the image with the most pixels is "kept" (ties: the
+    smallest uri in code-point order, then the first row) and every other member is a "duplicate" of it.
+    """
     pixels = np.asarray(pixels)
     if pixels.ndim != 1 or not np.issubdtype(pixels.dtype, np.integer):
         raise ValueError(f"pixels must be an (N,) integer array, got {pixels.dtype} with shape {pixels.shape}")
-    if not len(uris) == len(hashes) == len(pixels) == len(errors):
+    if not len(uris) == len(pixels) == len(errors) == len(signatures):
         raise ValueError(
-            "uris, hashes, pixels and errors must have one entry per input, got lengths "
-            f"{len(uris)}, {len(hashes)}, {len(pixels)}, {len(errors)}"
+            "uris, pixels, errors and signatures must have one entry per input, got lengths "
+            f"{len(uris)}, {len(pixels)}, {len(errors)}, {len(signatures)}"
         )
     uri_array = pa.array(uris, pa.string())
     readable = np.array([not error for error in errors], bool)
     rows = np.flatnonzero(readable)
-    words = _words(hashes)
-    labels = _clusters(words[rows], max_distance)
+    labels = np.asarray(labels)
+    if labels.shape != rows.shape:
+        raise ValueError(f"labels must have one entry per readable input ({len(rows)}), got shape {labels.shape}")
     keepers = rows[_keepers(labels, pixels[rows], pc.rank(uri_array.take(rows), tiebreaker="first").to_numpy())]
     cluster = np.full(len(uris), -1, np.int64)
     cluster[rows] = keepers
@@ -270,30 +305,35 @@ def decide(
     alone[rows] = np.bincount(labels)[labels] == 1
     duplicate = readable & (cluster != np.arange(len(uris)))
     matched = np.maximum(cluster, 0)
-    hex_digits = hashes.tobytes().hex()
+    distances = np.full(len(uris), -1, np.int32)
+    distances[duplicate] = distance(np.flatnonzero(duplicate), cluster[duplicate])
     return pa.table(
         {
             "uri": uri_array,
             "keep": ~duplicate,
             "reason": np.select([~readable, duplicate, alone], ["unreadable", "duplicate", "unique"], "kept"),
             "matched_uri": pc.if_else(duplicate, uri_array.take(matched), ""),
-            "distance": np.where(duplicate, np.bitwise_count(words ^ words[matched]).astype(np.int32), -1),
+            "distance": distances,
             "cluster": cluster,
             "pixels": np.where(readable, pixels, 0),
-            "signature": [hex_digits[16 * row : 16 * row + 16] if ok else "" for row, ok in enumerate(readable)],
+            "signature": pa.array(signatures, pa.string()),
             "error": pa.array(errors, pa.string()),
         },
         schema=DEDUP_SCHEMA,
     )
 
 
+def components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """(M, 2) integer pairs of rows among `n` -> (n,) int32 labels of the connected components they make."""
+    edges = (np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1]))
+    return connected_components(coo_array(edges, shape=(n, n)), directed=False)[1]
+
+
 def _clusters(words: np.ndarray, max_distance: int) -> np.ndarray:
     """(N,) uint64 hashes -> (N,) int32 cluster labels: connected components of the near-duplicate pairs."""
     distinct, inverse = np.unique(words, return_inverse=True)
     pairs, _ = near_duplicate_pairs(distinct.astype("<u8").view(np.uint8).reshape(-1, HASH_BYTES), max_distance)
-    edges = (np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1]))
-    _, labels = connected_components(coo_array(edges, shape=(len(distinct),) * 2), directed=False)
-    return labels[inverse]
+    return components(len(distinct), pairs)[inverse]
 
 
 def _keepers(labels: np.ndarray, pixels: np.ndarray, uri_rank: np.ndarray) -> np.ndarray:

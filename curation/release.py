@@ -4,6 +4,8 @@ Layout under one prefix (any fsspec URI), as ../shared/DESIGN.md fixes it:
 
     shards/sa_000000.tar    sa_<id>.jpg + sa_<id>.json per image (WebDataset-readable)
     index/images/sa_000000.parquet, index/masks/sa_000000.parquet   one file per shard
+    embeddings/sa_000000.parquet   one pooled image embedding per released image of the shard
+                            (`curation.embeddings`; releases made before them have none)
     failures/sa_000000.parquet   inputs that could not be processed; one file per committed shard,
                             empty when none failed
     manifest.json           shards with n_images, n_masks, bytes, sha256; settings; summary; engine
@@ -25,7 +27,7 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
@@ -33,6 +35,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.embeddings import EMBEDDINGS_DIR
 from curation.records import STANDARD_IMAGE_FIELDS, image_key
 from curation.retrying_fs import RetryingFileSystem
 from sam_core.storage_retry import add_to_tallies, counting_retries
@@ -192,15 +195,22 @@ class ReleaseWriter:
         tallies: dict[str, int] | None = None,
         metadata_schema: pa.Schema | None = None,
         before_marker: Callable[[str], None] | None = None,
+        embeddings: pa.Table | None = None,
     ) -> ShardCommit:
-        """Shard `index` of a resumable job: its tar and indexes (if any image), its failures file
-        (empty if none failed), then its marker in _progress/ last; the marker's tallies add the
-        storage retries of writing the shard's files. Rewriting the same shard
-        overwrites it. `before_marker` is called with the shard's name just before the marker is
-        written; an exception from it leaves the shard uncommitted (a job's lease check)."""
+        """Shard `index` of a resumable job: its tar and indexes (if any image), its embeddings
+        file (`curation.embeddings.embeddings_table` of exactly the ids of `images`, when given and
+        there is any image), its failures file (empty if none failed), then its marker in
+        _progress/ last; the marker's tallies add the storage retries of writing the shard's files.
+        Rewriting the same shard overwrites it. `before_marker` is called with the shard's name
+        just before the marker is written; an exception from it leaves the shard uncommitted (a
+        job's lease check)."""
         name = shard_name(index)
+        if embeddings is not None and images:
+            _check_embedding_ids(name, embeddings, [i.record["image"]["image_id"] for i in images])
         with counting_retries() as retries:
             shard = self.write_shard(index, images, metadata_schema) if images else None
+            if embeddings is not None and images:
+                self._write_table((EMBEDDINGS_DIR, f"{name}.parquet"), embeddings)
             self.write_failures(name, failures)
         ids = [i.record["image"]["image_id"] for i in images] + [f["image_id"] for f in failures]
         commit = ShardCommit(name, shard, sorted(ids), len(failures), add_to_tallies(tallies or {}, retries))
@@ -234,7 +244,13 @@ class ReleaseWriter:
         committed = {c.name for c in self.commits()}
         leftovers = [
             path
-            for pattern in ("shards/*.tar", "index/images/*.parquet", "index/masks/*.parquet", "failures/*.parquet")
+            for pattern in (
+                "shards/*.tar",
+                "index/images/*.parquet",
+                "index/masks/*.parquet",
+                f"{EMBEDDINGS_DIR}/*.parquet",
+                "failures/*.parquet",
+            )
             for path in self.fs.glob(self.path(pattern))
             if PurePosixPath(path).stem not in committed
         ]
@@ -265,7 +281,9 @@ class ReleaseWriter:
         self.write_bytes((MANIFEST,), json.dumps(manifest, indent=2).encode())
         self.write_bytes((CARD,), card.encode())
         failed = sum((self.failure_counts() if failures_by_stage is None else failures_by_stage).values())
-        self.write_bytes((HUB_README,), (hub_header(with_failures=failed > 0) + card).encode())
+        absent = {"failures"} if failed == 0 else set()
+        absent |= set() if self.fs.glob(self.path(EMBEDDINGS_DIR, "*.parquet")) else {"embeddings"}
+        self.write_bytes((HUB_README,), (hub_header(absent) + card).encode())
         self.write_bytes((SUCCESS,), b"")
         return manifest
 
@@ -292,23 +310,32 @@ HUB_CONFIGS = (
     ("images", "index/images/*.parquet"),
     ("masks", "index/masks/*.parquet"),
     ("failures", "failures/*.parquet"),
+    ("embeddings", f"{EMBEDDINGS_DIR}/*.parquet"),
 )
 """The configs `datasets.load_dataset(<release>, name)` offers and the files each reads; `images`,
 one row per released image, is the default. The shards are not among them: `datasets` reads one
 format per folder, so they load through its `webdataset` builder (docs/reading.md)."""
 
 
-def hub_header(with_failures: bool) -> str:
+def hub_header(absent: Collection[str] = ()) -> str:
     """The YAML front matter of the release's README.md: one config per kind of data file, so that
     readers of the Hugging Face layout never take the job's bookkeeping (`_plan/`) for data. The
-    `failures` config is left out of a release without failures (`datasets` refuses an empty one)."""
+    configs named in `absent` are left out: `failures` in a release without failures (`datasets`
+    refuses an empty one), `embeddings` in a release without embeddings."""
     lines = ["---", "configs:"]
     for i, (name, pattern) in enumerate(HUB_CONFIGS):
-        if name == "failures" and not with_failures:
+        if name in absent:
             continue
         lines += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {pattern}"]
         lines += ["  default: true"] if i == 0 else []
     return "\n".join([*lines, "---", "", ""])
+
+
+def _check_embedding_ids(shard: str, embeddings: pa.Table, image_ids: list[int]) -> None:
+    """ReleaseError unless the embeddings table of `shard` has one row per id of `image_ids`."""
+    found = sorted(embeddings["image_id"].to_pylist())
+    if found != sorted(image_ids):
+        raise ReleaseError(f"shard {shard}: the embeddings' {len(found)} ids are not its {len(image_ids)} images' ids")
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -1,5 +1,6 @@
 """Check a release against its manifest: every shard's size and sha256, its index rows against its
-records, every record as SA-1B has it, and every planned input in exactly one place.
+records, every record as SA-1B has it, every planned input in exactly one place, and, in a release
+with embeddings (`embeddings/`), one finite unit vector per released image, all of one model.
 
     sa-engine verify out/release
     sa-engine verify s3://bucket/release --storage-options '{"client_kwargs": {"endpoint_url": "..."}}'
@@ -30,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.embeddings import EMBEDDINGS_DIR, ReleaseEmbeddings, parse_embeddings
 from curation.job_plan import PLAN_DIR
 from curation.record_check import record_problems
 from curation.release import MANIFEST, SUCCESS, ReleaseError, iter_shard
@@ -44,6 +46,8 @@ SHARD_FIELDS = {"name": str, "n_images": int, "n_masks": int, "bytes": int, "sha
 """Each manifest shard entry's fields and types."""
 UNREADABLE = (ReleaseError, tarfile.TarError, EOFError, OSError, ValueError)
 """What reading a damaged file raises (JSON and Arrow errors are ValueErrors)."""
+UNIT_NORM_TOLERANCE = 1e-2
+"""How far from 1 the norm of a stored (float16) embedding may be."""
 T = TypeVar("T")
 
 
@@ -127,6 +131,9 @@ class _Verifier:
         self.report = VerifyReport(uri)
         self.placements = Placements()
         self.failures_without_id: list[str] = []
+        self.with_embeddings = False
+        self.embedding_info: tuple[str, dict[str, Any]] | None = None
+        """The first embeddings file read and its info, which every other file must share."""
 
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
@@ -150,6 +157,7 @@ class _Verifier:
         if manifest is None:
             return self.report
         entries = self.shard_entries(manifest)
+        self.with_embeddings = bool(self.fs.glob(self.path(f"{EMBEDDINGS_DIR}/*.parquet")))
         pace = Pace(len(entries), "shards")
         for done, entry in enumerate(entries, 1):
             self.check_shard(entry)
@@ -195,7 +203,8 @@ class _Verifier:
         return entries
 
     def check_shard(self, entry: dict[str, Any]) -> None:
-        """The tar (size, sha256, records, counts) and its two index files."""
+        """The tar (size, sha256, records, counts), its two index files and, in a release with
+        embeddings, its embeddings file."""
         name, tar = entry["name"], f"shards/{entry['name']}.tar"
         try:
             size = self.fs.size(self.path(tar))
@@ -210,6 +219,8 @@ class _Verifier:
             return
         self.check_images_index(name, tar, contents)
         self.check_masks_index(name, tar, contents)
+        if self.with_embeddings:
+            self.check_embeddings(name, tar, contents)
 
     def read_tar(self, tar: str, entry: dict[str, Any]) -> _ShardContents | None:
         """The tar's records, each checked; None (and a problem) if the tar does not read to its end."""
@@ -340,9 +351,38 @@ class _Verifier:
         if differ:
             self.problem(f"{index}: annotation {ann_id}: {', '.join(differ)} not as its record in {tar} has it")
 
+    def check_embeddings(self, name: str, tar: str, contents: _ShardContents) -> None:
+        """The shard's embeddings file: one row per image of `tar`, the info every other file has,
+        finite unit vectors."""
+        relative = f"{EMBEDDINGS_DIR}/{name}.parquet"
+        found = self.open_as(relative, lambda f: _read_embeddings(f, relative))
+        if found is None:
+            return
+        listed, held = Counter(found.image_ids.tolist()), Counter(contents.image_ids)
+        for image_id, n in sorted((listed - held).items()):
+            self.problem(f"{relative}: image {image_id} has {n} row(s) more than {tar} has images")
+        for image_id in sorted(held - listed):
+            self.problem(f"{relative}: no embedding for image {image_id} of {tar}")
+        if self.embedding_info is None:
+            self.embedding_info = (relative, found.info)
+        elif found.info != self.embedding_info[1]:
+            first, info = self.embedding_info
+            self.problem(f"{relative}: made with {found.info}, {first} with {info} (one model and dim per release)")
+        vectors = found.vectors.astype(np.float32)
+        finite = np.isfinite(vectors).all(axis=1)
+        norms = np.linalg.norm(np.where(finite[:, None], vectors, 0.0), axis=1)
+        for what, bad in (
+            ("not finite", ~finite),
+            ("not of unit norm", finite & (np.abs(norms - 1) > UNIT_NORM_TOLERANCE)),
+        ):
+            if bad.any():
+                ids = found.image_ids[bad]
+                self.problem(f"{relative}: the embeddings of {len(ids)} images are {what} (e.g. image {ids[0]})")
+
     def check_listing(self, listed: set[str]) -> None:
-        """No tar and no index file of a shard the manifest does not list."""
-        for folder, suffix in (("shards", ".tar"), ("index/images", ".parquet"), ("index/masks", ".parquet")):
+        """No tar, index or embeddings file of a shard the manifest does not list."""
+        folders = (("shards", ".tar"), ("index/images", ".parquet"), ("index/masks", ".parquet"))
+        for folder, suffix in (*folders, (EMBEDDINGS_DIR, ".parquet")):
             for path in sorted(self.fs.glob(self.path(f"{folder}/*{suffix}"))):
                 file = PurePosixPath(path).name
                 if file.removesuffix(suffix) not in listed:
@@ -403,6 +443,11 @@ class _Verifier:
 def _read_json(f: BinaryIO) -> Any:
     with f:
         return json.load(f)
+
+
+def _read_embeddings(f: BinaryIO, relative: str) -> ReleaseEmbeddings:
+    with f:
+        return parse_embeddings(pq.read_table(f), relative)
 
 
 def verify_release(uri: str, storage_options: dict[str, Any] | None = None) -> VerifyReport:

@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script (`python pipelines/amg.py`): ma
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from curation.card import curation_summary, release_card
-from curation.dedup_table import DedupTable, DedupTableError
+from curation.dedup_table import NO_DROPS, DedupTable, DedupTableError, dropped_by_any
 from curation.detector_file_error import DetectorFileError
 from curation.inputs import InputError, InputPlan, plan_inputs
 from curation.job_plan import PlanMismatchError, SavedPlan, load_or_create_plan
@@ -45,7 +45,14 @@ from curation.output_lease import LeaseLostError, OutputHeldError, OutputLease
 from curation.release import ReleaseWriter, ShardCommit, read_manifest
 from curation.release_images import deidentifier
 from pipelines.amg_config import JobConfig, build_parser, config_from_args, with_gpus
-from pipelines.amg_stages import MaskStage, load_images, make_records, read_plan_rows, write_shard
+from pipelines.amg_stages import (
+    MaskStage,
+    load_images,
+    make_records,
+    read_plan_rows,
+    release_embedding_info,
+    write_shard,
+)
 from pipelines.batch_progress import BatchProgress
 from pipelines.job import run_job
 from sam_core.checkpoints import CheckpointError, checkpoint_or_shipped, fetch_checkpoint, file_sha256
@@ -66,10 +73,6 @@ if TYPE_CHECKING:
 
 PLAN_BLOCK_ROWS = 16
 """Rows per block of load_images: small blocks let it spread over many tasks."""
-NO_DROPS = pa.table({"image_id": pa.array([], pa.int64()), "error": pa.array([], pa.string())})
-"""The inputs a job without a keep/drop table drops (`DedupTable.dropped`'s shape)."""
-DEDUP_COPY = ("dedup", "keep_drop.parquet")
-"""Where the release keeps a copy of the keep/drop table it was made with."""
 LOADER_CPUS = 0.5
 """Reading waits on storage much of the time; and a resource shape unlike the model actor's keeps
 Ray Data from fusing decoding into the actor, where it would hold up the GPU."""
@@ -82,6 +85,11 @@ ACTOR_RESTARTS = {"max_restarts": -1, "max_task_retries": -1}
 starts again on another, its unfinished batches are retried there, and the blocks it made that
 were lost with the node are made again (Ray reconstructs an actor task's output only when the
 actor restarts and its tasks retry)."""
+
+
+def dedup_copy(number: int) -> tuple[str, str]:
+    """Where the release keeps a copy of the `number`th (from 1) keep/drop table it was made with."""
+    return ("dedup", f"keep_drop_{number}.parquet")
 
 
 class JobError(RuntimeError):
@@ -213,6 +221,7 @@ def build_dataset(
                 "storage_options": config.storage_options,
                 "metadata": plan.metadata,
                 "lease_token": lease_token,
+                "embedding_info": release_embedding_info(config.model, checkpoint_sha256),
             },
         )
     )
@@ -266,21 +275,21 @@ def make_release(writer: ReleaseWriter, config: JobConfig, lease: OutputLease) -
     checkpoint, checkpoint_sha256 = resolve_checkpoint(config)
     if config.blur_faces_and_plates:
         deidentifier()  # checks the detectors' model files here, not in the first worker's first image
-    dedup = DedupTable.read(config.dedup_table, config.storage_options) if config.dedup_table else None
+    dedups = [DedupTable.read(uri, config.storage_options) for uri in config.dedup_table]
     plan, resumed = load_or_create_plan(
         writer,
-        config.identity(checkpoint_sha256, dedup.sha256 if dedup else ""),
+        config.identity(checkpoint_sha256, [dedup.sha256 for dedup in dedups]),
         lambda f: list_inputs(config).write(f),
         config.storage_options,
     )
-    dropped = dedup.dropped(plan.read(["image_id", "uri"])) if dedup else NO_DROPS
-    if dedup:
-        writer.write_bytes(DEDUP_COPY, dedup.data)
+    dropped = dropped_by_any(dedups, plan.read(["image_id", "uri"])) if dedups else NO_DROPS
+    for number, dedup in enumerate(dedups, 1):
+        writer.write_bytes(dedup_copy(number), dedup.data)
     removed = writer.remove_uncommitted()
     pending = pending_ids(plan, writer.commits())
     log(
         f"{'resuming' if resumed else 'starting'}: {plan.num_rows} inputs planned, {pending.size} to do"
-        + (f"; the keep/drop table drops {dropped.num_rows} as near-duplicates" if dedup else "")
+        + (f"; the keep/drop tables drop {dropped.num_rows} as near-duplicates" if dedups else "")
         + (f"; removed {len(removed)} files of unfinished shards" if removed else "")
     )
     progress = Progress(pending.size)
@@ -293,7 +302,7 @@ def make_release(writer: ReleaseWriter, config: JobConfig, lease: OutputLease) -
             for row in dataset.iter_rows():
                 progress.add(row)
     lease.confirm("the manifest and _SUCCESS")
-    return finish(writer, config, plan, checkpoint, checkpoint_sha256, progress, dedup)
+    return finish(writer, config, plan, checkpoint, checkpoint_sha256, progress, dedups)
 
 
 def finish(
@@ -303,7 +312,7 @@ def finish(
     checkpoint: str | None,
     sha256: str,
     progress: Progress,
-    dedup: DedupTable | None,
+    dedups: list[DedupTable],
 ) -> dict[str, Any]:
     commits = writer.commits()
     missing = pending_ids(plan, commits)
@@ -324,7 +333,10 @@ def finish(
             config.quality_filters().active(),
             config.blur_faces_and_plates,
             tallies,
-            {**dedup.summary(), "table": config.dedup_table, "copy": "/".join(DEDUP_COPY)} if dedup else None,
+            [
+                {**dedup.summary(), "table": uri, "copy": "/".join(dedup_copy(number))}
+                for number, (uri, dedup) in enumerate(zip(config.dedup_table, dedups, strict=True), 1)
+            ],
         ),
         "last_run_images": progress.images + progress.failed,
         "last_run_seconds": round(progress.seconds, 1),
@@ -332,8 +344,9 @@ def finish(
         "storage": retry_summary(tallies, process_retries()),
     }
     settings = {
-        **config.identity(sha256, dedup.sha256 if dedup else ""),
+        **config.identity(sha256, [dedup.sha256 for dedup in dedups]),
         "checkpoint": checkpoint,
+        "embeddings": release_embedding_info(config.model, sha256),
         "preset": config.preset,
         "engine": "sa-engine pipelines/amg.py",
     }

@@ -8,6 +8,7 @@ defaults below. Mask-generator fields go under `generator:` in YAML (any field o
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, get_args
 
@@ -54,8 +55,9 @@ class JobConfig:
     """Quality filters on the generator's masks (QualityFilters fields); none by default."""
     deidentify: bool | None = None
     """Blur faces and licence plates in the released images (default: on for the sa1b preset, off for official)."""
-    dedup_table: str | None = None
-    """Keep/drop table of pipelines/dedup.py: the inputs it drops are recorded, never decoded or segmented."""
+    dedup_table: tuple[str, ...] = ()
+    """Keep/drop tables of `sa-engine dedup` or `sa-engine semdedup` (the flag repeated for more than
+    one): the inputs any of them drops are recorded, never decoded or segmented."""
     device: str = "auto"
     """Where the model runs in each actor: cuda, cpu, or auto (cuda when the actor sees a GPU)."""
     actors: int = 1
@@ -92,6 +94,8 @@ class JobConfig:
     """Start Ray's dashboard on 127.0.0.1 with the embedded local Ray and log its address."""
 
     def __post_init__(self) -> None:
+        tables = (self.dedup_table,) if isinstance(self.dedup_table, str) else tuple(self.dedup_table or ())
+        object.__setattr__(self, "dedup_table", tables)  # YAML may give one table as a string
         problems = []
         if self.model not in MODEL_PRESETS:
             problems.append(f"model must be one of {', '.join(sorted(MODEL_PRESETS))}, got {self.model!r}")
@@ -104,6 +108,10 @@ class JobConfig:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.jpeg_quality <= 100:
             problems.append(f"jpeg_quality must lie in 1..100, got {self.jpeg_quality}")
+        if not all(isinstance(table, str) and table for table in self.dedup_table):
+            problems.append(f"dedup_table must be table URIs, got {list(self.dedup_table)!r}")
+        if len(set(self.dedup_table)) != len(self.dedup_table):
+            problems.append(f"dedup_table names a table twice: {list(self.dedup_table)!r}")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             problems.append(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
         if problems:
@@ -141,9 +149,9 @@ class JobConfig:
     def inference_options(self) -> InferenceOptions:
         return InferenceOptions(self.encoder_precision, self.decoder_precision, self.compile, self.encoder_batch_size)
 
-    def identity(self, checkpoint_sha256: str, dedup_sha256: str = "") -> dict[str, Any]:
+    def identity(self, checkpoint_sha256: str, dedup_sha256: Sequence[str] = ()) -> dict[str, Any]:
         """Everything that decides the release's content; a resumed run must match it.
-        `dedup_sha256`: of the keep/drop table's bytes ("" without one)."""
+        `dedup_sha256`: of each keep/drop table's bytes, in `dedup_table`'s order."""
         return {
             "input": self.input,
             "first_id": self.first_id,
@@ -158,8 +166,8 @@ class JobConfig:
             "max_pixels": self.max_pixels,
             "filters": self.quality_filters().active(),
             "deidentify": self.blur_faces_and_plates,
-            "dedup_table": self.dedup_table,
-            "dedup_sha256": dedup_sha256,
+            "dedup_table": list(self.dedup_table),
+            "dedup_sha256": list(dedup_sha256),
         }
 
 
@@ -172,13 +180,15 @@ def build_parser(description: str) -> CommandParser:
     docs = attribute_help(JobConfig)
     for f in fields(JobConfig):
         flag = "--" + f.name.replace("_", "-")
-        help = docs.get(f.name, "") + ("" if f.default in (MISSING, None) else f" (default: {f.default})")
+        help = docs.get(f.name, "") + ("" if f.default in (MISSING, None, ()) else f" (default: {f.default})")
         if f.name == "generator":
             _add_generator_flags(parser)
         elif f.name == "filters":
             _add_filter_flags(parser)
         elif f.name in ("deidentify", "compile", "dashboard"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+        elif f.name == "dedup_table":
+            parser.add_argument(flag, action="append", default=None, metavar="URI", help=help)
         elif f.name == "storage_options":
             parser.add_argument(flag, type=json_object, default=None, help=f"{help} {STORAGE_OPTIONS_HELP}")
         else:

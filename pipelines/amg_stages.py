@@ -9,10 +9,12 @@ void.
     read_plan_rows (CPU tasks)  plan ids -> their uri and metadata, read from the saved plan file
     load_images   (CPU tasks)   uri -> source sha256 and size, the image at the model size, and
                                 the release JPEG (`curation.release_images.prepare_image`)
-    MaskStage     (actor pool)  images at the model size -> SA-1B mask proposals (JSON)
+    MaskStage     (actor pool)  images at the model size -> SA-1B mask proposals (JSON) and
+                                each image's pooled embedding
     make_records  (CPU tasks)   proposals finished (clean-up, coverage) at the release size,
                                 quality filters applied -> the SA-1B record (JSON) and tallies
-    write_shard   (CPU tasks)   a batch of records -> one committed shard of the release
+    write_shard   (CPU tasks)   a batch of records (and embeddings) -> one committed shard of
+                                the release
 
 Rows that the dedup table drops enter with stage "dedup" already set, so they are never read.
 Each stage takes its settings as the typed, frozen objects the job built once.
@@ -29,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from curation.embeddings import embedding_info, embeddings_table
 from curation.filters import QualityFilters, apply_filters
 from curation.inputs import InputFailure, read_input
 from curation.job_plan import SavedPlan
@@ -48,6 +51,8 @@ from sam_core.amg import MaskGenerator, MaskGeneratorSettings
 from sam_core.amg.cleanup import finish_records
 from sam_core.checkpoints import load_sam
 from sam_core.inference import InferenceOptions
+from sam_core.modeling.config import SamConfig
+from sam_core.pooled_embedding import POOLING
 from sam_core.storage_retry import add_to_tallies, counting_retries
 
 if TYPE_CHECKING:
@@ -132,7 +137,9 @@ class MaskStage:
     """The model actor: loads the SAM once, then turns the images of each batch into mask proposals.
 
     Drops `model_image` and adds `annotations`: a JSON list of SA-1B annotation records at the
-    model size, before the CPU-side clean-up that `make_records` applies. The images of a batch
+    model size, before the CPU-side clean-up that `make_records` applies, and `embedding`: BxD
+    float16, each image's pooled embedding (`sam_core.pooled_embedding`; zeros for a row that
+    failed or was not proposed), from the same encoder pass as its masks. The images of a batch
     are proposed together (their crops share encoder batches); when that raises, each image is
     tried alone, so only the image at fault gets stage "generate" with the error. Each finished
     batch's counts go to `tally` (a `pipelines.batch_progress.BatchTally` actor; None: nowhere).
@@ -153,22 +160,35 @@ class MaskStage:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         sam = load_sam(model, checkpoint, expected_sha256=checkpoint_sha256 or None).to(device)
         self.generator = MaskGenerator(sam, settings, options)
+        self.embedding_dim = sam.config.prompt_embed_dim
 
     def __call__(self, batch: Batch) -> Batch:
         stages, errors = list(batch["stage"]), list(batch["error"])
         todo = [i for i in range(len(stages)) if not stages[i]]
         found: dict[int, list[dict[str, Any]]] = {}
+        embeddings = np.zeros((len(stages), self.embedding_dim), dtype=np.float16)
         try:
-            found = dict(zip(todo, self.generator.propose([np.asarray(batch["model_image"][i]) for i in todo])))
+            records, pooled = self.generator.propose_with_embeddings(
+                [np.asarray(batch["model_image"][i]) for i in todo]
+            )
+            found, embeddings[todo] = dict(zip(todo, records)), pooled
         except Exception:  # noqa: BLE001 - retried image by image below to find the one at fault
             for i in todo:
                 try:
-                    found[i] = self.generator.propose([np.asarray(batch["model_image"][i])])[0]
+                    records, pooled = self.generator.propose_with_embeddings([np.asarray(batch["model_image"][i])])
+                    found[i], embeddings[i] = records[0], pooled[0]
                 except Exception as error:  # noqa: BLE001 - one image's failure must not end the job
                     stages[i], errors[i] = "generate", f"{type(error).__name__}: {error}"
         annotations = [json.dumps(found.get(i, []), separators=(",", ":")) for i in range(len(stages))]
         report_batch(self.tally, len(found), len(stages) - len(found), sum(map(len, found.values())))
-        return _replace_column(batch, "model_image", "annotations", annotations, stages, errors)
+        out = _replace_column(batch, "model_image", "annotations", annotations, stages, errors)
+        return {**out, "embedding": embeddings}
+
+
+def release_embedding_info(model: str, checkpoint_sha256: str) -> dict[str, Any]:
+    """The info of the embeddings `MaskStage` makes with `model` (a preset name) and the checkpoint
+    of `checkpoint_sha256` ("" for random weights), as `write_shard` records it."""
+    return embedding_info(model, checkpoint_sha256, POOLING, SamConfig.preset(model).prompt_embed_dim)
 
 
 def make_records(batch: Batch, settings: MaskGeneratorSettings, filters: QualityFilters) -> Batch:
@@ -217,13 +237,20 @@ def _record(
 
 
 def write_shard(
-    batch: Batch, output: str, storage_options: dict[str, Any], metadata: pa.Schema, lease_token: str | None = None
+    batch: Batch,
+    output: str,
+    storage_options: dict[str, Any],
+    metadata: pa.Schema,
+    lease_token: str | None = None,
+    embedding_info: dict[str, Any] | None = None,
 ) -> Batch:
     """Commits the batch as one shard named after its smallest image id, with its summed curation
     tallies (its inputs' storage retries among them) and the release's `metadata` columns in its
     images index; returns one row (shard, n_images, n_masks, n_failed, bytes) for the driver's
     progress and summary. With the job's `lease_token` the shard commits only while the output's
-    lease still carries it (`curation.output_lease.confirm_lease`, LeaseLostError otherwise)."""
+    lease still carries it (`curation.output_lease.confirm_lease`, LeaseLostError otherwise).
+    With `embedding_info` (`release_embedding_info`) the released images' `embedding` column is
+    committed with the shard as its embeddings file (`curation.embeddings`)."""
     images, failures, tallies = [], [], Counter[str]()
     for i in range(len(batch["uri"])):
         tallies.update(add_to_tallies(json.loads(batch["tallies"][i]), json.loads(batch["storage_retries"][i])))
@@ -240,7 +267,14 @@ def write_shard(
             images.append(ReleaseImage(json.loads(batch["record"][i]), bytes(batch["release_jpeg"][i])))
     writer = ReleaseWriter(output, storage_options)
     fence = partial(confirm_lease, output, storage_options, lease_token) if lease_token else None
-    commit = writer.commit_shard(int(np.min(batch["image_id"])), images, failures, dict(tallies), metadata, fence)
+    embeddings = None
+    if embedding_info is not None:
+        released = np.array([not stage for stage in batch["stage"]], dtype=bool)
+        vectors = np.asarray(batch["embedding"])[released]
+        embeddings = embeddings_table(np.asarray(batch["image_id"])[released], vectors, embedding_info)
+    commit = writer.commit_shard(
+        int(np.min(batch["image_id"])), images, failures, dict(tallies), metadata, fence, embeddings
+    )
     return {
         "shard": np.array([commit.name], dtype=object),
         "n_images": np.array([commit.shard.n_images if commit.shard else 0]),

@@ -32,7 +32,7 @@ from curation.dedup import DEFAULT_MAX_DISTANCE, HASH_BYTES, MAX_SEARCH_DISTANCE
 from curation.dedup_table import dedup_table_bytes
 from curation.images import MAX_PIXELS, MIN_SIDE
 from curation.inputs import InputError, InputFailure, plan_inputs, read_input
-from pipelines.job import run_job
+from pipelines.job import add_ray_flags, run_job
 from sam_core.command_line import add_storage_options, command_parser
 from sam_core.console import stderr_logger
 from sam_core.pace import Pace, duration
@@ -99,9 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help="images whose header claims more pixels are marked unreadable, undecoded")  # fmt: skip
     add_storage_options(parser)
-    parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: embedded local Ray)")
-    parser.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
-                        help="start Ray's dashboard on 127.0.0.1 with the embedded local Ray and log its address")  # fmt: skip
+    add_ray_flags(parser)
     return parser
 
 
@@ -116,7 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     table = decide(list(found["uri"]), found["hash"], found["pixels"], list(found["error"]), args.max_distance)
     log(f"grouped in {duration(time.monotonic() - start)}")
     settings = {
-        "method": f"a 64-bit windowed low-frequency DCT hash, pairs within {args.max_distance} Hamming bits "
+        "method": "phash",
+        "description": f"a 64-bit windowed low-frequency DCT hash, pairs within {args.max_distance} Hamming bits "
         "(exact multi-index search), clusters = connected components, kept: most pixels, then smallest URI",
         "max_distance": args.max_distance,
         "input": args.input,

@@ -22,6 +22,13 @@ class JobSettings(Protocol):
 Settings = TypeVar("Settings", bound=JobSettings)
 
 
+def add_ray_flags(parser: argparse.ArgumentParser) -> None:
+    """--ray-address and --dashboard, the JobSettings every job's command line takes."""
+    parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: embedded local Ray)")
+    parser.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
+                        help="start Ray's dashboard on 127.0.0.1 with the embedded local Ray and log its address")  # fmt: skip
+
+
 def run_job(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,

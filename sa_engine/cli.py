@@ -24,7 +24,9 @@ class Subcommand(NamedTuple):
 SUBCOMMANDS = {
     "amg": Subcommand("pipelines.amg", "the main Ray job: images to an SA-1B-style release"),
     "dedup": Subcommand("pipelines.dedup", "the near-duplicate Ray job: a keep/drop table for amg --dedup-table"),
+    "semdedup": Subcommand("pipelines.semdedup", "SemDeDup over a release's embeddings: a keep/drop table"),
     "verify": Subcommand("curation.verify", "check a release: checksums, indexes, records, every input once"),
+    "embed": Subcommand("tools.embed_release", "image embeddings for a release made before the job stored them"),
     "report": Subcommand("analysis.report", "one HTML report over a release: the paper's sections 5-6"),
     "audit": Subcommand("analysis.audit", "the mask quality audit: export a sample, score its corrections"),
     "review": Subcommand("analysis.review.__main__", "review, correct and add masks in the browser, with SAM's help"),

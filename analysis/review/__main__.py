@@ -39,6 +39,9 @@ def _parser() -> CommandParser:
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="where image embeddings are cached")
     parser.add_argument("--memory-images", type=int, default=8, help="image embeddings held in memory")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the model runs")
+    parser.add_argument(
+        "--embeddings", help="for similar images of a release made before embeddings: the --output of `sa-engine embed`"
+    )
     add_storage_options(parser)
     return parser
 
@@ -64,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             memory_images=args.memory_images,
             storage_options=args.storage_options,
             device=args.device,
+            embeddings=args.embeddings,
         )
         server = ReviewServer(app, args.host, args.port)
     except (ValueError, OSError) as error:  # ReleaseError, AuditInputError, CheckpointError are ValueErrors

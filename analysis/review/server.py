@@ -9,6 +9,8 @@ Routes (bodies and answers are JSON; an error is {"error": reason}):
     GET  /api/images/<id>/image.jpg         the released JPEG
     POST /api/images/<id>/embed             embed the image now: {"source", "seconds"}
     POST /api/images/<id>/decode            {"points", "box", "previous"} -> three candidates
+    GET  /api/images/<id>/similar?k=8       the k images of the whole release nearest by embedding
+                                            (cosine); 404 with the reason when it has no embeddings
     GET  /api/images/<id>/corrections       the saved record; 404 when not saved
     PUT  /api/images/<id>/corrections       save a new version; 409 when the base version is stale
 
@@ -28,6 +30,7 @@ import math
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +39,12 @@ from typing import Any, Self
 import numpy as np
 import torch
 
+from analysis.neighbours import NeighbourIndex
 from analysis.review.catalog import Catalog, CatalogImage
 from analysis.review.embeddings import DEFAULT_CACHE_DIR, EmbeddingCache, ReviewModel
 from analysis.review.prompts import Prompts
 from curation.corrections import CorrectionConflict, CorrectionsFolder, ReviewedMask, corrected_record, parse_image_id
+from curation.embeddings import EmbeddingsError
 from curation.images import ImageDecodeError
 from sam_core.mask_ops import encode_rles
 
@@ -54,6 +59,9 @@ MAX_BODY_BYTES = 32 << 20
 ANNOTATION_FIELDS = ("id", "segmentation", "bbox", "area", "predicted_iou", "stability_score")
 """The fields of an automatic mask the page gets."""
 _IMAGE_ROUTE = re.compile(r"/api/images/([^/]*)(?:/([^/]*))?")
+DEFAULT_SIMILAR = 8
+MAX_SIMILAR = 100
+"""The most similar images one request may ask for."""
 
 
 class HttpError(Exception):
@@ -64,14 +72,43 @@ class HttpError(Exception):
         self.status, self.reason, self.extra = status, reason, extra
 
 
+class SimilarImages:
+    """The nearest neighbours of any image among all the release's images, by the embeddings the
+    release holds (or those under the prefix `embeddings`): its `NeighbourIndex`, opened at the
+    first request and kept (4 * D bytes per image of the whole release), or, for a release without
+    usable embeddings, the reason, found once."""
+
+    def __init__(
+        self, release: str, storage_options: dict[str, Any] | None = None, embeddings: str | None = None
+    ) -> None:
+        self._source = (release, storage_options, embeddings)
+        self._lock = threading.Lock()
+        self._index: NeighbourIndex | None = None
+        self._missing: str | None = None
+
+    def index(self) -> NeighbourIndex:
+        """The index; HttpError 404 with the reason when the release has no usable embeddings.
+        A storage error is not remembered: the next request tries again."""
+        with self._lock:
+            if self._index is None and self._missing is None:
+                try:
+                    self._index = NeighbourIndex.open(*self._source)
+                except EmbeddingsError as error:
+                    self._missing = str(error)
+            if self._index is None:
+                raise HttpError(404, f"no similar images: {self._missing}")
+            return self._index
+
+
 @dataclass(frozen=True)
 class ReviewApp:
     """What the routes serve: the images under review, the model's prompts (with its embedding
-    cache) and the corrections folder."""
+    cache), the corrections folder and the release's similar images."""
 
     catalog: Catalog
     prompts: Prompts
     corrections: CorrectionsFolder
+    similar_images: SimilarImages
 
     @classmethod
     def open(
@@ -87,15 +124,19 @@ class ReviewApp:
         memory_images: int = 8,
         storage_options: dict[str, Any] | None = None,
         device: str = "cpu",
+        embeddings: str | None = None,
     ) -> ReviewApp:
         """The app over `release` (its images `image_ids`, or a seeded `sample` of them) writing to
-        `corrections`; the release's, the checkpoint's and the folder's errors pass through."""
+        `corrections`; the release's, the checkpoint's and the folder's errors pass through.
+        `embeddings`: a prefix holding the release's embeddings when the release itself has none
+        (`sa-engine embed`)."""
         catalog = Catalog.open(release, storage_options, image_ids, sample, seed)
         loaded = ReviewModel.load(model, checkpoint, device)
         folder = CorrectionsFolder(
             corrections, storage_options, release, {"name": loaded.name, "sha256": loaded.sha256}
         )
-        return cls(catalog, Prompts(EmbeddingCache(loaded, cache_dir, memory_images)), folder)
+        prompts = Prompts(EmbeddingCache(loaded, cache_dir, memory_images))
+        return cls(catalog, prompts, folder, SimilarImages(release, storage_options, embeddings))
 
     def image(self, text: str) -> tuple[int, CatalogImage]:
         """The image a path segment names; 400 for a segment that is not an id, 404 for an id not under review."""
@@ -149,6 +190,25 @@ class ReviewApp:
             for rle, iou, mask in zip(rles, decoded.predicted_iou, decoded.masks)
         ]
         return {"decode_id": decoded.decode_id, "candidates": candidates, "seconds": time.perf_counter() - start}
+
+    def similar(self, image_id: int, query: dict[str, list[str]]) -> dict[str, Any]:
+        """The `k` (query, default DEFAULT_SIMILAR) images nearest to `image_id` by cosine, each
+        with whether it is under review here (only those can be opened)."""
+        unknown = sorted(set(query) - {"k"})
+        if unknown:
+            raise HttpError(400, f"unknown query parameters {unknown[:5]}; known: ['k']")
+        text = query.get("k", [str(DEFAULT_SIMILAR)])[-1]
+        if not re.fullmatch(r"[0-9]{1,6}", text) or not 1 <= int(text) <= MAX_SIMILAR:
+            raise HttpError(400, f"k must be a whole number from 1 to {MAX_SIMILAR}, got {text[:20]!r}")
+        index = self.similar_images.index()
+        if image_id not in index:
+            raise HttpError(404, f"image {image_id} has no embedding in the release's embeddings")
+        found = index.nearest(image_id, int(text))
+        return {
+            "image_id": image_id,
+            "model": index.info.get("model"),
+            "similar": [{"image_id": n, "cosine": cosine, "under_review": n in self.catalog} for n, cosine in found],
+        }
 
     def saved(self, image_id: int) -> dict[str, Any]:
         record = self.corrections.load(image_id)
@@ -306,7 +366,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise HttpError(400, f"the body is not JSON: {error}") from None
 
     def _route(self, method: str, body: Any) -> tuple[int, str, bytes]:
-        path = self.path.split("?", 1)[0]
+        path, _, query_text = self.path.partition("?")
         if path == "/" or path.startswith("/static/"):
             _allow(method, "GET")
             return self._static("index.html" if path == "/" else path.removeprefix("/static/"))
@@ -323,6 +383,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "image.jpg": {"GET": lambda _, item: item.jpeg},
             "embed": {"POST": lambda _, item: app.embed(item)},
             "decode": {"POST": lambda image_id, item: app.decode(image_id, item, _object(body))},
+            "similar": {"GET": lambda image_id, _: app.similar(image_id, _query(query_text))},
             "corrections": {
                 "GET": lambda image_id, _: app.saved(image_id),
                 "PUT": lambda image_id, item: app.save(image_id, item, _object(body)),
@@ -345,6 +406,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def _allow(method: str, *allowed: str) -> None:
     if method not in allowed:
         raise HttpError(405, f"{method} is not allowed here; allowed: {', '.join(allowed)}")
+
+
+def _query(text: str) -> dict[str, list[str]]:
+    """A request's query string as {name: [values]}; 400 when it does not parse."""
+    try:
+        return urllib.parse.parse_qs(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=10)
+    except ValueError as error:
+        raise HttpError(400, f"the query string does not parse: {error}") from None
 
 
 def _object(body: Any) -> dict[str, Any]:

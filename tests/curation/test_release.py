@@ -156,6 +156,7 @@ def test_the_readme_header_names_a_config_per_data_file_and_failures_only_when_t
     clean = ReleaseWriter(str(tmp_path / "clean"))
     clean.finish([clean.write_shard(0, [ReleaseImage(_record(1, 1), b"jpeg-1")])], {}, "# card\n")
     assert "failures" not in (tmp_path / "clean" / "README.md").read_text()
+    assert "embeddings" not in readme  # a release without embeddings offers no such config
 
 
 def test_every_shard_index_has_the_releases_metadata_columns(tmp_path):

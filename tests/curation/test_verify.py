@@ -8,15 +8,18 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from analysis.sa1b_index import index_tars
+from curation.embeddings import embedding_info, embeddings_table
 from curation.inputs import PLAN_SCHEMA
 from curation.job_plan import load_or_create_plan
 from curation.release import ReleaseImage, ReleaseWriter, ShardSummary
 from curation.verify import main, verify_release
+from sam_core.pooled_embedding import POOLING
 from sam_core.storage_retry import counting_retries
 from synthetic.scene_release import scene_record
 from synthetic.scenes import SceneSettings
@@ -239,3 +242,66 @@ def test_a_release_on_s3_verifies_through_flaky_storage(release: Path, capsys: p
             for i in (2, 3)
         ),
     ]
+
+
+EMBEDDING_INFO = embedding_info("sae_tiny", "ab" * 32, POOLING, 8)
+
+
+def _write_embeddings(root: Path, shard: str, ids: list[int], scale: float = 1.0, info: dict | None = None) -> None:
+    vectors = np.random.default_rng(ids[0]).normal(size=(len(ids), 8))
+    vectors = scale * vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    (root / "embeddings").mkdir(exist_ok=True)
+    table = embeddings_table(np.array(ids), vectors, info or EMBEDDING_INFO)
+    pq.write_table(table, root / "embeddings" / f"{shard}.parquet")
+
+
+@pytest.fixture
+def with_embeddings(copy: Path) -> Path:
+    """The good release with an embeddings file per shard, as the job writes them."""
+    _write_embeddings(copy, "sa_000000", [0, 1])
+    _write_embeddings(copy, "sa_000002", [2, 3])
+    return copy
+
+
+EMBEDDING_DEFECTS: dict[str, tuple[Callable[[Path], None], list[str]]] = {
+    "missing file": (
+        lambda root: (root / "embeddings" / "sa_000002.parquet").unlink(),
+        ["embeddings/sa_000002.parquet: missing"],
+    ),
+    "ids of another shard": (
+        lambda root: _write_embeddings(root, "sa_000002", [0, 3]),
+        [
+            "embeddings/sa_000002.parquet: image 0 has 1 row(s) more than shards/sa_000002.tar has images",
+            "embeddings/sa_000002.parquet: no embedding for image 2 of shards/sa_000002.tar",
+        ],
+    ),
+    "another model": (
+        lambda root: _write_embeddings(root, "sa_000002", [2, 3], info=embedding_info("vit_b", "cd", POOLING, 8)),
+        ["embeddings/sa_000002.parquet: made with {'model': 'vit_b'"],
+    ),
+    "not unit norm": (
+        lambda root: _write_embeddings(root, "sa_000000", [0, 1], scale=1.5),
+        ["embeddings/sa_000000.parquet: the embeddings of 2 images are not of unit norm (e.g. image 0)"],
+    ),
+    "not finite": (
+        lambda root: _write_embeddings(root, "sa_000000", [0, 1], scale=np.inf),
+        ["embeddings/sa_000000.parquet: the embeddings of 2 images are not finite (e.g. image 0)"],
+    ),
+    "unlisted file": (
+        lambda root: _write_embeddings(root, "sa_000009", [9]),
+        ["embeddings/sa_000009.parquet: shard sa_000009 is not in manifest.json"],
+    ),
+}
+
+
+def test_a_release_with_embeddings_verifies(with_embeddings: Path) -> None:
+    report = verify_release(str(with_embeddings))
+    assert report.problems == [] and report.n_images == 4
+
+
+@pytest.mark.parametrize("defect", EMBEDDING_DEFECTS)
+def test_each_embeddings_defect_is_found_and_named(with_embeddings: Path, defect: str) -> None:
+    damage, expected = EMBEDDING_DEFECTS[defect]
+    damage(with_embeddings)
+    problems = verify_release(str(with_embeddings)).problems
+    assert len(problems) == len(expected) and all(p.startswith(e) for p, e in zip(problems, expected)), problems

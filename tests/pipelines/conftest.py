@@ -1,5 +1,5 @@
 """Inputs for the job's tests: a folder of real photos, awkward files and broken files, with a
-manifest; and one curated release made by the two jobs, which several test modules read."""
+manifest; and one curated release made by the dedup jobs and the main job, which several test modules read."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from PIL import Image
 from benchmarks.deid_quality import coco_faces
 from tests.conftest import COCO_PEOPLE, REAL
 from tests.image_zoo import BAD_FILES_AND_REASONS, awkward_files, bad_files, photo_files, write_files
+from tests.pipelines.earlier_release import earlier_release
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,11 +88,20 @@ def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+SEMANTIC_THRESHOLD = 0.998
+"""The cosine of `sae_tiny` embeddings at which the curated run's semantic table pairs images. The
+shipped model, trained on generated scenes, embeds distinct photos close together: among the
+curated inputs the astronaut and its mirror image lie at 0.9996, the closest distinct photos
+(../shared's dog and the COCO people) at 0.9953 (measured 2026-12-06)."""
+
+
 @pytest.fixture(scope="session")
 def curated(shared_image_paths, tmp_path_factory) -> dict:
-    """The inputs, the keep/drop table and the release of one curated run: two photos, the
-    astronaut and a near-duplicate of it, a COCO photo of three people, an empty file (a failure),
-    quality filters, blurring on."""
+    """The inputs, the keep/drop tables and the release of one curated run: two photos, the
+    astronaut, a near-duplicate of it and its mirror image (which the hash misses), a
+    COCO photo of three people, an empty file (a failure), quality filters, blurring on. The tables:
+    the hash's, and the semantic one of an earlier release of the same inputs (`earlier_release`:
+    real embeddings), made by `pipelines/semdedup.py`."""
     root = tmp_path_factory.mktemp("curated")
     astronaut = skimage.data.astronaut()
     smaller = cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)
@@ -101,13 +111,18 @@ def curated(shared_image_paths, tmp_path_factory) -> dict:
         "coco_people.jpg": people.path.read_bytes(),  # copied into the test's temporary folder only
         "astronaut.jpg": (original := jpeg_bytes(astronaut, 95)),
         "astronaut_copy.jpg": jpeg_bytes(smaller, 40),  # a near-duplicate: smaller and recompressed
+        "astronaut_mirrored.jpg": jpeg_bytes(astronaut[:, ::-1].copy(), 90),  # 37 bits from its hash
         "empty.jpg": b"",
     }
     write_files(root / "in", files)
-    table, out = root / "dedup.parquet", root / "release"
+    table, semantic, out = root / "dedup.parquet", root / "semdedup.parquet", root / "release"
     dedup_log = run_pipeline("dedup.py", "--input", str(root / "in"), "--output", str(table))
-    amg_log = run_pipeline("amg.py", "--input", str(root / "in"), "--output", str(out), "--dedup-table", str(table),
-                   *FAST_FLAGS,
+    earlier = earlier_release(root / "earlier", str(root / "in"))
+    semdedup_log = run_pipeline("semdedup.py", "--release", earlier, "--output", str(semantic),
+                                "--threshold", str(SEMANTIC_THRESHOLD))  # fmt: skip
+    amg_log = run_pipeline("amg.py", "--input", str(root / "in"), "--output", str(out),
+                   "--dedup-table", str(table), "--dedup-table", str(semantic), *FAST_FLAGS,
                    "--max-masks-per-image", "5", "--min-area-fraction", "0.001")  # fmt: skip
     return {"root": root, "table": table, "out": out, "dedup_log": dedup_log, "amg_log": amg_log,
+            "semantic": semantic, "earlier": earlier, "semdedup_log": semdedup_log,
             "astronaut": astronaut, "input": original, "people": people}  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from curation.embeddings import read_embeddings
 from curation.release import iter_release
 
 
@@ -20,7 +21,8 @@ def accounted_ids(out: Path) -> list[int]:
 
 def check_exactly_once(out: Path, n_inputs: int) -> None:
     """`out` released all of `n_inputs` inputs, each once, with no shard file that its manifest
-    does not list (no leftover of a dead run) and every tar's checksum right."""
+    does not list (no leftover of a dead run), every tar's checksum right, and one embedding per
+    released image, in its shard's embeddings file."""
     manifest = json.loads((out / "manifest.json").read_text())
     assert accounted_ids(out) == list(range(n_inputs))
     assert manifest["n_images"] == n_inputs and manifest["summary"]["n_inputs"] == n_inputs
@@ -30,3 +32,5 @@ def check_exactly_once(out: Path, n_inputs: int) -> None:
     for shard in manifest["shards"]:
         assert hashlib.sha256((out / "shards" / f"{shard['name']}.tar").read_bytes()).hexdigest() == shard["sha256"]
     assert pq.read_table(out / "index" / "images").num_rows == n_inputs
+    assert {p.stem for p in (out / "embeddings").glob("*.parquet")} == listed
+    assert sorted(read_embeddings(str(out)).image_ids.tolist()) == list(range(n_inputs))

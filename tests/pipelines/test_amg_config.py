@@ -70,9 +70,14 @@ def test_curation_settings_from_yaml_and_flags(tmp_path):
     yaml_file.write_text("filters: {min_predicted_iou: 0.9, max_masks_per_image: 100}\ndedup_table: t.parquet\n")
     config = _config(["--config", str(yaml_file), "--input", "x", "--output", "y", "--max-masks-per-image", "50"])
     assert config.quality_filters().active() == {"min_predicted_iou": 0.9, "max_masks_per_image": 50}
-    identity = config.identity("abc", "def")
-    assert identity["filters"] == config.quality_filters().active() and identity["dedup_sha256"] == "def"
-    assert identity["deidentify"] is True and identity["dedup_table"] == "t.parquet"
+    identity = config.identity("abc", ["def"])
+    assert identity["filters"] == config.quality_filters().active() and identity["dedup_sha256"] == ["def"]
+    assert identity["deidentify"] is True and identity["dedup_table"] == ["t.parquet"]  # one table, as a string
+    twice = ["--input", "x", "--output", "y", "--dedup-table", "a.parquet", "--dedup-table", "b.parquet"]
+    assert _config(["--config", str(yaml_file), *twice]).dedup_table == ("a.parquet", "b.parquet")  # flags win
+    assert _config(["--input", "x", "--output", "y"]).dedup_table == ()
+    with pytest.raises(ValueError, match="names a table twice"):
+        _config([*twice[:-1], "a.parquet"])
 
 
 def test_gpus_per_actor_follows_the_cluster_unless_set():

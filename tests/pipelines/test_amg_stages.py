@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from curation.embeddings import read_embeddings_file
 from curation.filters import QualityFilters
 from curation.inputs import plan_inputs
 from curation.job_plan import SavedPlan, load_or_create_plan
@@ -16,7 +17,14 @@ from curation.release import ReleaseWriter, ShardCommit, iter_release
 from curation.release_images import ReleaseImagePolicy
 from pipelines.amg import NO_DROPS, JobError, id_blocks, pending_ids
 from pipelines.amg_config import JobConfig
-from pipelines.amg_stages import MaskStage, load_images, make_records, read_plan_rows, write_shard
+from pipelines.amg_stages import (
+    MaskStage,
+    load_images,
+    make_records,
+    read_plan_rows,
+    release_embedding_info,
+    write_shard,
+)
 from sam_core.checkpoints import bundled_checkpoint, file_sha256
 from sam_core.mask_ops import decode_rle
 from tests.conftest import COCO_PEOPLE
@@ -41,7 +49,10 @@ def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path)
     stage = MaskStage("sae_tiny", "sae_tiny", sha, settings, config.inference_options(), "cpu")
     masked = stage(loaded)
     assert "model_image" not in masked
-    summary = write_shard(make_records(masked, settings, QualityFilters()), config.output, {}, plan.metadata)
+    assert masked["embedding"].dtype == np.float16 and masked["embedding"].shape == (n, 128)
+    info = release_embedding_info("sae_tiny", sha)
+    finished = make_records(masked, settings, QualityFilters())
+    summary = write_shard(finished, config.output, {}, plan.metadata, embedding_info=info)
 
     records = [item.record for item in iter_release(str(tmp_path / "out" / "shards"))]
     assert released_names(records) == zoo["released"]
@@ -65,6 +76,10 @@ def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path)
         assert [a["id"] for a in record["annotations"]] == list(range(first, first + len(record["annotations"])))
     index = pq.read_table(tmp_path / "out" / "index" / "images")
     assert index.schema.field("country").type == pa.string() and set(index["country"].to_pylist()) == {"NZ"}
+    embeddings = read_embeddings_file(str(tmp_path / "out" / "embeddings" / "sa_000000.parquet"))
+    assert embeddings.info == info and embeddings.info["checkpoint_sha256"] == sha
+    assert embeddings.image_ids.tolist() == [r["image"]["image_id"] for r in records]
+    np.testing.assert_array_equal(embeddings.vectors, masked["embedding"][embeddings.image_ids])
 
 
 def test_an_image_the_generator_refuses_fails_alone(shared_image_paths):
@@ -81,6 +96,8 @@ def test_an_image_the_generator_refuses_fails_alone(shared_image_paths):
     out = stage({"model_image": column, "stage": empty, "error": empty.copy()})
 
     assert list(out["stage"]) == ["", "generate", ""] and "[0, 1]" in out["error"][1]
+    norms = np.linalg.norm(out["embedding"].astype(np.float32), axis=1)
+    assert norms[1] == 0 and np.allclose(norms[[0, 2]], 1, atol=1e-2)  # zeros for the image that failed
     alone = [stage.generator.propose([photo])[0] for photo in photos]
     assert [json.loads(out["annotations"][i]) for i in (0, 2)] == json.loads(json.dumps(alone))
     assert all(alone) and json.loads(out["annotations"][1]) == []

@@ -26,7 +26,7 @@ def _sharpness(image: np.ndarray) -> float:
 
 def test_dedup_job_writes_a_keep_drop_table(curated):
     rows = {Path(r["uri"]).name: r for r in pq.read_table(curated["table"]).to_pylist()}
-    assert len(rows) == 6 and "[dedup] done: 6 inputs" in curated["dedup_log"]
+    assert len(rows) == 7 and "[dedup] done: 7 inputs" in curated["dedup_log"]
     assert rows["astronaut.jpg"]["reason"] == "kept" and rows["astronaut.jpg"]["keep"]
     copy = rows["astronaut_copy.jpg"]
     assert copy["reason"] == "duplicate" and not copy["keep"] and copy["matched_uri"].endswith("/astronaut.jpg")
@@ -38,6 +38,7 @@ def test_dedup_job_writes_a_keep_drop_table(curated):
         "unique",
         "unique",
         "unique",
+        "unique",  # the mirrored astronaut: the hash misses it, the semantic table does not
         "unreadable",
     ]
 
@@ -47,11 +48,10 @@ def test_release_accounts_for_the_dropped_duplicate_and_copies_the_table(curated
     failures = {Path(f["uri"]).name: f for f in pq.read_table(out / "failures").to_pylist()}
     assert failures["astronaut_copy.jpg"]["stage"] == "dedup"
     assert "near-duplicate of" in failures["astronaut_copy.jpg"]["error"]
-    assert failures["empty.jpg"]["stage"] == "decode" and len(failures) == 2
+    assert failures["empty.jpg"]["stage"] == "decode" and len(failures) == 3  # and the mirror image (semantic)
     names = sorted(Path(r.record["image"]["source"]).name for r in iter_release(str(out)))
     assert "astronaut.jpg" in names and "astronaut_copy.jpg" not in names and len(names) == 4
-    assert (out / "dedup" / "keep_drop.parquet").read_bytes() == curated["table"].read_bytes()
-    assert "the keep/drop table drops 1 as near-duplicates" in curated["amg_log"]
+    assert (out / "dedup" / "keep_drop_1.parquet").read_bytes() == curated["table"].read_bytes()
 
 
 def test_release_carries_filter_counts_and_the_card(curated):
@@ -59,15 +59,15 @@ def test_release_carries_filter_counts_and_the_card(curated):
     curation = manifest["summary"]["curation"]
     assert curation["filters"] == {"min_area_fraction": 0.001, "max_masks_per_image": 5}
     assert curation["masks_removed"]["max_masks_per_image"] > 0
-    assert curation["dedup"]["dropped"] == 1 and curation["dedup"]["clusters"] == 1
+    assert curation["dedup"][0]["dropped"] == 1 and curation["dedup"][0]["clusters"] == 1
     records = [r.record for r in iter_release(str(curated["out"]))]
     assert all(1 <= len(r["annotations"]) <= 5 for r in records)
     area = {r["image"]["image_id"]: r["image"]["width"] * r["image"]["height"] for r in records}
     assert all(a["area"] >= 0.001 * area[r["image"]["image_id"]] for r in records for a in r["annotations"])
     card = (curated["out"] / "DATASET_CARD.md").read_text()
-    assert "| `max_masks_per_image` = 5 |" in card and "| dropped as near-duplicates | 1 |" in card
-    assert f"{curation['deidentify']['faces']} faces" in card and "| dedup | 1 |" in card
-    assert manifest["settings"]["dedup_sha256"] == curation["dedup"]["sha256"]
+    assert "| `max_masks_per_image` = 5 |" in card and "| dropped as near-duplicates (in the table) | 1 |" in card
+    assert f"{curation['deidentify']['faces']} faces" in card and "| dedup | 2 |" in card
+    assert manifest["settings"]["dedup_sha256"][0] == curation["dedup"][0]["sha256"]
 
 
 def test_released_astronaut_has_its_face_blurred_and_the_rest_kept(curated):
@@ -115,8 +115,8 @@ def test_released_coco_photo_is_blurred_at_every_identifiable_face(curated):
 def test_jobs_log_their_progress_and_what_to_run_next(curated):
     dedup_log = curated["dedup_log"]
     # One batch of hashes here (64 per batch): its line reaches the total, with the unreadable file.
-    assert "hashed 6/6 images | " in dedup_log and " images/s | 0 s left | 1 unreadable" in dedup_log
-    assert "grouping 6 hashes: every pair within" in dedup_log and "grouped in " in dedup_log
+    assert "hashed 7/7 images | " in dedup_log and " images/s | 0 s left | 1 unreadable" in dedup_log
+    assert "grouping 7 hashes: every pair within" in dedup_log and "grouped in " in dedup_log
     # The release used a keep/drop table: the next step is its report, not another dedup run.
     out = curated["out"]
     assert f"next: sa-engine report --release {out} --output {out}_report" in curated["amg_log"]

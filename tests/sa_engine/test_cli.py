@@ -115,12 +115,31 @@ def test_help_shows_allowed_values_and_defaults(capsys, words, flag, shown):
         ("--output", [w for w in HELPS if w not in {("audit",), ("evaluate",), ("verify",), ("review",)}]),
         (
             "--model",
-            [("amg",), ("train",), ("evaluate",), ("fairness",), ("demo",), ("average",), ("resample",), ("review",)],
+            [
+                ("amg",),
+                ("train",),
+                ("evaluate",),
+                ("fairness",),
+                ("demo",),
+                ("average",),
+                ("resample",),
+                ("review",),
+                ("embed",),
+            ],
         ),
-        ("--checkpoint", [("amg",), ("train",), ("evaluate",), ("fairness",), ("demo",), ("review",)]),
+        ("--checkpoint", [("amg",), ("train",), ("evaluate",), ("fairness",), ("demo",), ("review",), ("embed",)]),
         (
             "--storage-options",
-            [("amg",), ("dedup",), ("report",), ("audit", "export"), ("sa1b-index",), ("verify",), ("review",)],
+            [
+                ("amg",),
+                ("dedup",),
+                ("report",),
+                ("audit", "export"),
+                ("sa1b-index",),
+                ("verify",),
+                ("review",),
+                ("embed",),
+            ],
         ),
     ],
 )
@@ -144,6 +163,7 @@ def test_the_same_thing_has_the_same_flag(capsys, flag, subcommands):
         ["amg", "--config", "{missing}", "--input", "{tmp}", "--output", "{tmp}/release"],
         ["fairness", *MIAP_INPUTS, "--output", "{tmp}/fairness"],
         ["review", "--release", "{missing}", "--images", "1", "--corrections", "{tmp}/corrections"],
+        ["embed", "--release", "{missing}", "--output", "{tmp}/embeddings"],
     ],
     ids=lambda argv: " ".join(w for w in argv[:2] if not w.startswith("-")),
 )

@@ -996,6 +996,7 @@
     renderCandidates();
     refresh();
     render();
+    showSimilar().catch(fail);
     const shownMs = performance.now() - t0;
     const embedded = await embedding;
     if (token !== openToken) return;
@@ -1008,6 +1009,48 @@
         `embedding ${embedded.source} in ${embedded.seconds.toFixed(2)} s`,
     );
   }
+
+  // ---------------------------------------------------------------- similar images
+  const SIMILAR_K = 8;
+  let similarToken = 0;
+
+  /** Lists the release's images nearest to the open one by embedding, when the "similar images"
+   * panel is open (so a release's embeddings are loaded by the server only when asked for);
+   * those under review link to their view. */
+  async function showSimilar() {
+    const token = (similarToken += 1);
+    const list = $("#similar ol");
+    const note = $("#similar-note");
+    if (!$("#similar").open || view === null) return;
+    list.replaceChildren();
+    note.textContent = "searching…";
+    let answer;
+    try {
+      answer = await api("GET", `/api/images/${view.imageId}/similar?k=${SIMILAR_K}`);
+    } catch (error) {
+      if (token === similarToken) note.textContent = error.message;
+      return;
+    }
+    if (token !== similarToken) return;
+    note.textContent = answer.similar.length
+      ? `nearest by ${answer.model} embedding, cosine; linked: under review here`
+      : "no other image in the release";
+    for (const entry of answer.similar) {
+      const item = document.createElement("li");
+      item.dataset.imageId = entry.image_id;
+      const label = `sa_${entry.image_id}.jpg ${entry.cosine.toFixed(3)}`;
+      if (entry.under_review) {
+        const link = document.createElement("a");
+        link.href = `#image/${entry.image_id}`;
+        link.textContent = label;
+        item.append(link);
+      } else {
+        item.textContent = label;
+      }
+      list.append(item);
+    }
+  }
+  $("#similar").addEventListener("toggle", () => showSimilar().catch(fail));
 
   // ---------------------------------------------------------------- routes
   function route() {
