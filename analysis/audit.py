@@ -415,6 +415,14 @@ def _by_label(values: pd.Series, labels: pd.Series, wanted: Sequence[str]) -> It
         yield label, (values if label == "all" else values[labels == label]).to_numpy(np.float64)
 
 
+def _table(rows: dict[str, dict[str, float]], columns: Sequence[str], index_name: str) -> pd.DataFrame:
+    """`rows` (label -> column -> value) as a table indexed by label, its first column (a count) int64."""
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(columns))
+    table[columns[0]] = table[columns[0]].astype(np.int64)
+    table.index.name = index_name
+    return table
+
+
 def summarize_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
     """The summary table of a pairs table: rows SUMMARY_ROWS, columns SUMMARY_COLUMNS."""
     rows = {}
@@ -427,10 +435,7 @@ def summarize_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
             "mean_iou": np.nan if empty else float(np.mean(iou)),
             "median_iou": np.nan if empty else float(np.median(iou)),
         }
-    summary = pd.DataFrame.from_dict(rows, orient="index", columns=list(SUMMARY_COLUMNS))
-    summary["pairs"] = summary["pairs"].astype(np.int64)
-    summary.index.name = "masks"
-    return summary
+    return _table(rows, SUMMARY_COLUMNS, "masks")
 
 
 def score_audit(exported: str | os.PathLike[str], corrected: str | os.PathLike[str]) -> AuditResult:
@@ -510,10 +515,7 @@ def summarize_times(times: pd.DataFrame) -> pd.DataFrame:
             "mean_seconds": np.nan if empty else float(np.mean(seconds)),
             "median_seconds": np.nan if empty else float(np.median(seconds)),
         }
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(TIME_COLUMNS))
-    table["masks"] = table["masks"].astype(np.int64)
-    table.index.name = "status"
-    return table
+    return _table(rows, TIME_COLUMNS, "status")
 
 
 def _decide(source_id: Any, automatic: dict[int, Any], decided: set[int], what: str) -> None:

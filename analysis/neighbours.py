@@ -20,10 +20,9 @@ import faiss
 import numpy as np
 import pyarrow.compute as pc
 
-from curation.dedup import HASH_BYTES
+from curation.dedup import HASH_BYTES, SEMANTIC_DISTANCE_SCALE
 from curation.dedup_table import DedupTable
 from curation.embeddings import read_embeddings
-from curation.semdedup import DISTANCE_SCALE
 
 HASH_BITS = 8 * HASH_BYTES
 _ADD_ROWS = 1 << 16
@@ -136,7 +135,7 @@ class DuplicateGroups:
     def similarity(self, distance: int) -> str:
         """A distance of this table in words: "cosine 0.9731" or "5/64 bits apart"."""
         if self.method == "semdedup":
-            return f"cosine {1 - distance / DISTANCE_SCALE:.4f}"
+            return f"cosine {1 - distance / SEMANTIC_DISTANCE_SCALE:.4f}"
         return f"{distance}/{HASH_BITS} bits apart"
 
 

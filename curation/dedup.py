@@ -43,13 +43,16 @@ photos its precision is 0.19: docs/curation.md, semantic near-duplicates)."""
 MAX_SEARCH_DISTANCE = 11
 """The largest distance `near_duplicate_pairs` searches: beyond it the probes per hash grow five-fold."""
 
+SEMANTIC_DISTANCE_SCALE = 10000
+"""A semantic (semdedup) table's `distance` is round(SEMANTIC_DISTANCE_SCALE * (1 - cosine))."""
+
 DEDUP_SCHEMA = pa.schema(
     [
         ("uri", pa.string()),
         ("keep", pa.bool_()),
         ("reason", pa.string()),  # "unique" | "kept" | "duplicate" | "unreadable"
         ("matched_uri", pa.string()),  # the kept image of a duplicate's cluster, else ""
-        # to matched_uri, else -1: Hamming bits (phash); round(10000 * (1 - cosine)) (semdedup)
+        # to matched_uri, else -1: Hamming bits (phash); see SEMANTIC_DISTANCE_SCALE (semdedup)
         ("distance", pa.int32()),
         ("cluster", pa.int64()),  # input row of the cluster's kept image (own row if unique), -1 unreadable
         ("pixels", pa.int64()),  # source width * height, 0 unreadable

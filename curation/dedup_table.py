@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation.dedup import DEDUP_SCHEMA
+from curation.dedup import DEDUP_SCHEMA, SEMANTIC_DISTANCE_SCALE
 from sam_core.storage_retry import read_bytes
 
 SETTINGS_KEY = b"sa_engine.dedup"
@@ -91,7 +91,10 @@ class DedupTable:
         # a duplicate whose kept image is not in this input stays: it is then the only copy
         present = plan["uri"].filter(pc.is_in(plan["uri"], value_set=pc.unique(matched["matched_uri"])))
         if self.method == "semdedup":
-            apart = ("embeddings at cosine distance ", pc.cast(pc.divide(matched["distance"], 10000.0), pa.string()))
+            apart = (
+                "embeddings at cosine distance ",
+                pc.cast(pc.divide(matched["distance"], float(SEMANTIC_DISTANCE_SCALE)), pa.string()),
+            )
         else:
             apart = ("hashes ", pc.cast(matched["distance"], pa.string()), "/64 bits apart")
         error = pc.binary_join_element_wise("near-duplicate of ", matched["matched_uri"], " (", *apart, ")", "")

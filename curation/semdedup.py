@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from curation.dedup import components, keep_drop_table
+from curation.dedup import SEMANTIC_DISTANCE_SCALE, components, keep_drop_table
 
 CLUSTER_SIZE = 2000
 """Images per k-means cluster that `n_clusters` aims at. The exact search costs about `probes` times
@@ -42,8 +42,6 @@ POINTS_PER_CLUSTER = 128
 the centroids only route the search, so a coarser fit costs recall nothing that `probes` does not make up)."""
 KMEANS_ITERATIONS = 20
 DEFAULT_PROBES = 2
-DISTANCE_SCALE = 10000
-"""A semantic table's `distance` is round(DISTANCE_SCALE * (1 - cosine)) to the kept image."""
 _BLOCK_ENTRIES = 1 << 22
 """Inner products computed at once (16 MB of float32) in `assign` and `pairs_above`."""
 
@@ -192,8 +190,8 @@ def _pairs_in_cluster(
 
 
 def semantic_distance(cosines: np.ndarray) -> np.ndarray:
-    """(M,) cosines -> (M,) int32 round(DISTANCE_SCALE * (1 - cosine)), clipped at 0: a table's `distance`."""
-    return np.maximum(np.rint(DISTANCE_SCALE * (1.0 - np.asarray(cosines, np.float64))), 0).astype(np.int32)
+    """(M,) cosines -> (M,) int32 round(SEMANTIC_DISTANCE_SCALE * (1 - cosine)), clipped at 0: a table's `distance`."""
+    return np.maximum(np.rint(SEMANTIC_DISTANCE_SCALE * (1.0 - np.asarray(cosines, np.float64))), 0).astype(np.int32)
 
 
 def decide(

@@ -381,8 +381,13 @@ class _Verifier:
 
     def check_listing(self, listed: set[str]) -> None:
         """No tar, index or embeddings file of a shard the manifest does not list."""
-        folders = (("shards", ".tar"), ("index/images", ".parquet"), ("index/masks", ".parquet"))
-        for folder, suffix in (*folders, (EMBEDDINGS_DIR, ".parquet")):
+        folders = (
+            ("shards", ".tar"),
+            ("index/images", ".parquet"),
+            ("index/masks", ".parquet"),
+            (EMBEDDINGS_DIR, ".parquet"),
+        )
+        for folder, suffix in folders:
             for path in sorted(self.fs.glob(self.path(f"{folder}/*{suffix}"))):
                 file = PurePosixPath(path).name
                 if file.removesuffix(suffix) not in listed:
