@@ -26,12 +26,14 @@ from __future__ import annotations
 import itertools
 import numbers
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import faiss
 import numpy as np
 import pyarrow as pa
 
 from curation.dedup import SEMANTIC_DISTANCE_SCALE, components, keep_drop_table
+from sam_core.pooled_embedding import POOLING
 
 CLUSTER_SIZE = 2000
 """Images per k-means cluster that `n_clusters` aims at. The exact search costs about `probes` times
@@ -48,6 +50,28 @@ _BLOCK_ENTRIES = 1 << 22
 
 class SemDedupError(ValueError):
     """Embeddings or settings that semantic dedup cannot use; the message says why."""
+
+
+MEASURED_THRESHOLDS: dict[tuple[str, str], float] = {
+    ("773df1fe297f5e7a9db2dbb56e5460cc615a0ba22ba8e0878185090a3412a2b9", POOLING): 0.996,
+}
+"""(checkpoint sha256, pooling) -> the cosine threshold `benchmarks/semdedup_threshold.py` chose for
+embeddings of that checkpoint pooled that way: the highest recall of duplicate pairs at precision >= 0.99
+on 112 real photos and their variants (docs/curation.md). The shipped `sae_tiny` only: a threshold holds
+for one model's embeddings, and another checkpoint must be measured before it gets one."""
+
+
+def measured_threshold(info: dict[str, Any]) -> float:
+    """The threshold of MEASURED_THRESHOLDS for embeddings of `info` (`curation.embeddings.embedding_info`);
+    SemDedupError naming the model when none was measured for them."""
+    found = MEASURED_THRESHOLDS.get((str(info.get("checkpoint_sha256")), str(info.get("pooling"))))
+    if found is None:
+        raise SemDedupError(
+            f"no cosine threshold has been measured for embeddings of {info.get('model')} (checkpoint sha256 "
+            f"{str(info.get('checkpoint_sha256'))[:12] or 'none'}, pooling {info.get('pooling')!r}): pass "
+            "--threshold, chosen with benchmarks/semdedup_threshold.py on photos of your own"
+        )
+    return found
 
 
 def n_clusters(n: int) -> int:

@@ -52,7 +52,7 @@ from sam_core.amg.cleanup import finish_records
 from sam_core.checkpoints import load_sam
 from sam_core.inference import InferenceOptions
 from sam_core.modeling.config import SamConfig
-from sam_core.pooled_embedding import POOLING
+from sam_core.pooled_embedding import POOLING, embedding_dim
 from sam_core.storage_retry import add_to_tallies, counting_retries
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class MaskStage:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         sam = load_sam(model, checkpoint, expected_sha256=checkpoint_sha256 or None).to(device)
         self.generator = MaskGenerator(sam, settings, options)
-        self.embedding_dim = sam.config.prompt_embed_dim
+        self.embedding_dim = embedding_dim(sam.config)
 
     def __call__(self, batch: Batch) -> Batch:
         stages, errors = list(batch["stage"]), list(batch["error"])
@@ -188,7 +188,7 @@ class MaskStage:
 def release_embedding_info(model: str, checkpoint_sha256: str) -> dict[str, Any]:
     """The info of the embeddings `MaskStage` makes with `model` (a preset name) and the checkpoint
     of `checkpoint_sha256` ("" for random weights), as `write_shard` records it."""
-    return embedding_info(model, checkpoint_sha256, POOLING, SamConfig.preset(model).prompt_embed_dim)
+    return embedding_info(model, checkpoint_sha256, POOLING, embedding_dim(SamConfig.preset(model)))
 
 
 def make_records(batch: Batch, settings: MaskGeneratorSettings, filters: QualityFilters) -> Batch:

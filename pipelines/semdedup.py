@@ -1,6 +1,6 @@
 """Semantic near-duplicates of a release: a keep/drop table from its image embeddings (SemDeDup).
 
-    sa-engine semdedup --release out/release --output out/semdedup.parquet --threshold 0.998
+    sa-engine semdedup --release out/release --output out/semdedup.parquet [--threshold 0.996]
     sa-engine amg --input photos/ --output out/release2 --dedup-table out/dedup.parquet \\
         --dedup-table out/semdedup.parquet
 
@@ -52,6 +52,7 @@ from curation.semdedup import (
     assign,
     decide,
     inner_products,
+    measured_threshold,
     n_clusters,
     pairs_above,
     settings,
@@ -155,24 +156,25 @@ def search_group(batch: dict[str, np.ndarray], threshold: float, groups: int) ->
 
 
 def embeddings_dataset(
-    release: str, shards: list[str], storage_options: dict[str, Any]
-) -> tuple[ray.data.Dataset, dict[str, Any]]:
+    release: str, shards: list[str], info: dict[str, Any], storage_options: dict[str, Any]
+) -> ray.data.Dataset:
     """The release's images with their embeddings (load_shard) from the embeddings files `shards`,
-    materialised in the object store, and the embeddings' info (model, checkpoint, pooling, dim)."""
+    each of which must hold embeddings of `info` (model, checkpoint, pooling, dim), materialised in
+    the object store."""
     import ray.data
 
-    info = json.dumps(read_embeddings_file(shards[0], storage_options).info, sort_keys=True)
-    log(f"{len(shards)} embeddings files: {info}")
+    described = json.dumps(info, sort_keys=True)
+    log(f"{len(shards)} embeddings files: {described}")
     return (
         ray.data.from_items([{"embeddings": uri} for uri in shards], override_num_blocks=len(shards))
         .map_batches(
             load_shard,
             batch_size=1,
             batch_format="numpy",
-            fn_kwargs={"release": release, "storage_options": storage_options, "info": info},
+            fn_kwargs={"release": release, "storage_options": storage_options, "info": described},
         )
         .materialize()
-    ), json.loads(info)
+    )
 
 
 def gather(dataset: ray.data.Dataset, columns: list[str], ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -198,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embeddings", default=None,
                         help="where `sa-engine embed` wrote the release's embeddings (default: the release's own)")  # fmt: skip
     parser.add_argument("--output", required=True, help="where the keep/drop table (Parquet) goes")
-    parser.add_argument("--threshold", type=float, required=True,
-                        help="images whose embeddings have a cosine of at least this are near-duplicates (0..1)")  # fmt: skip
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="images whose embeddings have a cosine of at least this are near-duplicates (0..1; "
+                             "default: the one measured for the embeddings' model, the shipped sae_tiny only)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seeds the k-means sample and initialisation")
     parser.add_argument("--probes", type=int, default=DEFAULT_PROBES,
                         help="each image is compared with the images of its this many nearest clusters")  # fmt: skip
@@ -209,13 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def checked_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The flags checked, and `args.shards`: the embeddings files (before Ray starts: EmbeddingsError
-    for a release without any)."""
-    if not 0.0 < args.threshold <= 1.0:
+    """The flags checked, `args.shards`: the embeddings files, `args.info`: their model, checkpoint, pooling
+    and dim, and `args.threshold` set to the measured one when not given (before Ray starts:
+    EmbeddingsError for a release without embeddings, SemDedupError when no threshold is known)."""
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         raise ValueError(f"--threshold must lie in (0, 1], got {args.threshold}")
     if args.probes < 1:
         raise ValueError(f"--probes must be >= 1, got {args.probes}")
     args.shards = embedding_shards(args.release, args.storage_options, args.embeddings)
+    args.info = read_embeddings_file(args.shards[0], args.storage_options).info
+    if args.threshold is None:
+        args.threshold = measured_threshold(args.info)
+        log(f"cosine threshold {args.threshold}: the one measured for {args.info['model']}'s embeddings")
     return args
 
 
@@ -224,7 +232,8 @@ def run(args: argparse.Namespace) -> dict[str, int]:
     import ray
 
     options = args.storage_options
-    dataset, info = embeddings_dataset(args.release, args.shards, options)
+    info = args.info
+    dataset = embeddings_dataset(args.release, args.shards, info, options)
     images = gather(dataset, ["image_id", "uri", "pixels"])
     n = len(images.get("image_id", ()))
     if n == 0:

@@ -1,5 +1,11 @@
-"""One vector per image from SAM's image encoder: the mean of the encoder's grid cells that cover
-the image (the padding to a square left out), L2-normalised, stored as float16.
+"""One vector per image from SAM's image encoder, for finding near-duplicate photos.
+
+The vector pools the tokens of the encoder's last block (before the neck, C channels) over the grid
+cells that cover the image (the padding to a square left out): their mean and their standard
+deviation per channel, each L2-normalised, concatenated (2C) and L2-normalised again, stored as
+float16. `benchmarks/semdedup_threshold.py` chose this pooling on real photos: the mean of the
+neck's output, which the first releases stored, puts almost every pair of photos above cosine 0.97
+(docs/curation.md has both tables).
 
 The automatic mask generator embeds the whole image anyway (its first crop), so the release gets
 this vector without a second encoder pass; `tools/embed_release.py` computes the same vector for a
@@ -15,10 +21,19 @@ import numpy as np
 import torch
 
 from sam_core.image import as_rgb_uint8
+from sam_core.modeling.config import SamConfig
 from sam_core.modeling.sam import Sam
 
-POOLING = "mean over the image's cells of the full-image image-encoder output, L2-normalised"
+POOLING = (
+    "mean and standard deviation over the image's cells of the full-image encoder's last-block tokens "
+    "(before the neck), each L2-normalised, concatenated, L2-normalised"
+)
 """How `pool_embeddings` makes a vector; recorded with every embeddings file."""
+
+
+def embedding_dim(config: SamConfig) -> int:
+    """D of the pooled vectors of a model of `config`: the mean and the deviation of each channel."""
+    return 2 * config.encoder_embed_dim
 
 
 def covered_cells(input_size: tuple[int, int], grid: int, image_size: int) -> tuple[int, int]:
@@ -31,25 +46,28 @@ def covered_cells(input_size: tuple[int, int], grid: int, image_size: int) -> tu
     return math.ceil(h * grid / image_size), math.ceil(w * grid / image_size)
 
 
-def pool_embeddings(features: torch.Tensor, input_sizes: Sequence[tuple[int, int]], image_size: int) -> np.ndarray:
-    """BxD float16 unit vectors (see POOLING) from the image encoder's output.
+def pool_embeddings(tokens: torch.Tensor, input_sizes: Sequence[tuple[int, int]], image_size: int) -> np.ndarray:
+    """Bx2C float16 unit vectors (see POOLING) from the encoder's last-block tokens.
 
-    features: BxDxGxG (any float dtype, any device), image b resized to `input_sizes[b]` (h, w)
-    and padded right/bottom to `image_size` x `image_size` before encoding. The mean and the
-    normalisation are computed in float32; an all-zero mean stays zero.
+    tokens: BxGxGxC (any float dtype, any device; `ImageEncoder.forward_with_tokens`), image b
+    resized to `input_sizes[b]` (h, w) and padded right/bottom to `image_size` x `image_size`
+    before encoding. Computed in float32; a part that is all zero stays zero.
     """
-    if features.ndim != 4 or features.shape[-1] != features.shape[-2]:
-        raise ValueError(f"features must be BxDxGxG, got shape {tuple(features.shape)}")
-    if len(input_sizes) != features.shape[0]:
-        raise ValueError(f"{features.shape[0]} feature maps but {len(input_sizes)} input sizes")
-    grid = features.shape[-1]
-    means = []
-    for feature, size in zip(features, input_sizes):
+    if tokens.ndim != 4 or tokens.shape[1] != tokens.shape[2]:
+        raise ValueError(f"tokens must be BxGxGxC, got shape {tuple(tokens.shape)}")
+    if len(input_sizes) != tokens.shape[0]:
+        raise ValueError(f"{tokens.shape[0]} token grids but {len(input_sizes)} input sizes")
+    grid, channels = tokens.shape[1], tokens.shape[3]
+    if not input_sizes:
+        return np.zeros((0, 2 * channels), dtype=np.float16)
+    parts = []
+    for cells_of_image, size in zip(tokens, input_sizes):
         rows, columns = covered_cells(size, grid, image_size)
-        means.append(feature[:, :rows, :columns].float().mean(dim=(1, 2)))
-    if not means:
-        return np.zeros((0, features.shape[1]), dtype=np.float16)
-    pooled = torch.nn.functional.normalize(torch.stack(means), dim=1)
+        cells = cells_of_image[:rows, :columns].reshape(-1, channels).float()
+        mean = cells.mean(dim=0)
+        deviation = (cells - mean).square().mean(dim=0).sqrt()
+        parts.append(torch.cat([torch.nn.functional.normalize(part, dim=0) for part in (mean, deviation)]))
+    pooled = torch.nn.functional.normalize(torch.stack(parts), dim=1)
     return pooled.cpu().numpy().astype(np.float16)
 
 
@@ -61,9 +79,9 @@ def embed_images(model: Sam, images: Sequence[np.ndarray], batch_size: int = 4) 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = model.eval()
-    pooled = [np.zeros((0, model.config.prompt_embed_dim), dtype=np.float16)]
+    pooled = [np.zeros((0, embedding_dim(model.config)), dtype=np.float16)]
     for start in range(0, len(images), batch_size):
         prepared = [model.prepare_image(as_rgb_uint8(image)) for image in images[start : start + batch_size]]
-        features = model.image_encoder(torch.cat([model_input for model_input, _ in prepared]))
-        pooled.append(pool_embeddings(features, [size for _, size in prepared], model.config.image_size))
+        _, tokens = model.image_encoder.forward_with_tokens(torch.cat([model_input for model_input, _ in prepared]))
+        pooled.append(pool_embeddings(tokens, [size for _, size in prepared], model.config.image_size))
     return np.concatenate(pooled)

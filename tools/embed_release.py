@@ -41,7 +41,7 @@ from sam_core.command_line import add_storage_options, command_parser, input_err
 from sam_core.console import configure_logging, stderr_line
 from sam_core.modeling.sam import Sam
 from sam_core.pace import Pace
-from sam_core.pooled_embedding import POOLING, embed_images
+from sam_core.pooled_embedding import POOLING, embed_images, embedding_dim
 from tools.model_flags import SHIPPED_OR_GIVEN, add_model_arguments
 
 INFO_FILE = "embeddings.json"
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint = checkpoint_or_shipped(args.model, args.checkpoint, stderr_line)
         sha256 = file_sha256(fetch_checkpoint(checkpoint)) if checkpoint is not None else ""
         model = load_sam(args.model, checkpoint).to(args.device)
-        info = embedding_info(args.model, sha256, POOLING, model.config.prompt_embed_dim)
+        info = embedding_info(args.model, sha256, POOLING, embedding_dim(model.config))
         summary = embed_release(args.release, args.output, model, info, args.storage_options, args.batch_size)
     except (EmbedError, EmbeddingsError, ReleaseError, CheckpointError, OSError) as error:
         return input_error(str(error))

@@ -10,8 +10,8 @@ device), so a GPU sends the host run positions, not masks, and no mask is upsamp
 Scores and boxes stay on the model's device; box NMS runs there within each crop, then across
 crops (smaller crops win). The runs of the masks that survive NMS are moved from their crop into
 the image's frame and compressed to COCO RLE. The optional small-region clean-up and the coverage filter (`finish_records`) work on
-the records on the CPU; a pipeline may run them in a separate CPU stage. The encoder output of
-each image's full-image crop also gives the image's pooled embedding
+the records on the CPU; a pipeline may run them in a separate CPU stage. The encoder pass of
+each image's full-image crop (its last block's tokens) also gives the image's pooled embedding
 (`propose_with_embeddings`, `sam_core.pooled_embedding`), at no extra encoder pass.
 """
 
@@ -43,7 +43,7 @@ from sam_core.mask_ops import (
 )
 from sam_core.modeling.sam import Sam
 from sam_core.modeling.transforms import scale_coords
-from sam_core.pooled_embedding import pool_embeddings
+from sam_core.pooled_embedding import embedding_dim, pool_embeddings
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ class MaskGenerator:
         self.options = options or InferenceOptions()
         self.encoder_dtype = self.options.encoder_dtype(model.device)
         self.decoder_dtype = self.options.decoder_dtype(model.device)
-        self._encoder = torch.compile(model.image_encoder) if self.options.compile else model.image_encoder
+        encoder = model.image_encoder.forward_with_tokens
+        self._encoder = torch.compile(encoder) if self.options.compile else encoder
         s = self.settings
         self._grids = layer_point_grids(s.points_per_side, s.crop_n_layers, s.crop_n_points_downscale_factor)
         self._upsample_batch = s.upsample_batch or (4 if model.device.type == "cpu" else 16)
@@ -119,26 +120,24 @@ class MaskGenerator:
     @torch.inference_mode()
     def propose_with_embeddings(self, images: Sequence[np.ndarray]) -> tuple[list[list[dict[str, Any]]], np.ndarray]:
         """`propose`'s records of each image, and BxD float16: each image's pooled embedding
-        (`sam_core.pooled_embedding`), from the encoder output of its full-image crop (crop 0)
-        that the masks are decoded from anyway."""
+        (`sam_core.pooled_embedding`), from the encoder pass of its full-image crop (crop 0) that
+        the masks are decoded from anyway."""
         s = self.settings
         rgb = [as_rgb_uint8(image) for image in images]
         crops = [crop_boxes(image.shape[:2], s.crop_n_layers, s.crop_overlap_ratio) for image in rgb]
         jobs = [(n, i) for n, boxes in enumerate(crops) for i, crop in enumerate(boxes) if crop.area > 0]
         found: list[list[_Candidates]] = [[] for _ in rgb]
-        pooled = np.zeros((len(rgb), self.model.config.prompt_embed_dim), dtype=np.float16)
+        pooled = np.zeros((len(rgb), embedding_dim(self.model.config)), dtype=np.float16)
         step = self.options.encoder_batch_size
         for start in range(0, len(jobs), step):
             chunk = jobs[start : start + step]
             prepared = [self.model.prepare_image(_cut(rgb[n], crops[n][i])) for n, i in chunk]
             with record_function("amg.encode"), autocast(self.model.device, self.encoder_dtype):
-                embeddings = self._encoder(torch.cat([model_input for model_input, _ in prepared]))
+                embeddings, tokens = self._encoder(torch.cat([model_input for model_input, _ in prepared]))
             full = [k for k, (_, i) in enumerate(chunk) if i == 0]
             if full:
                 sizes = [prepared[k][1] for k in full]
-                pooled[[chunk[k][0] for k in full]] = pool_embeddings(
-                    embeddings[full], sizes, self.model.config.image_size
-                )
+                pooled[[chunk[k][0] for k in full]] = pool_embeddings(tokens[full], sizes, self.model.config.image_size)
             for (n, i), embedding, (_, input_size) in zip(chunk, embeddings, prepared):
                 found[n].append(self._process_crop(embedding[None], input_size, crops[n][i], i, rgb[n].shape[:2]))
         records = [

@@ -173,7 +173,12 @@ class ImageEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_tokens(x)[0]
+
+    def forward_with_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The BxPxGxG embeddings of `forward` and BxGxGxC: the last block's tokens, before the neck
+        (C = config.encoder_embed_dim), which `sam_core.pooled_embedding` pools into image vectors."""
         x = self.patch_embed(x) + self.pos_embed
         for block in self.blocks:
             x = block(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+        return self.neck(x.permute(0, 3, 1, 2)), x

@@ -12,6 +12,7 @@ import pytest
 from curation.dedup import DEDUP_SCHEMA
 from curation.dedup import decide as hash_decide
 from curation.dedup_table import DedupTable, DedupTableError, dedup_table_bytes, dropped_by_any
+from curation.embeddings import embedding_info
 from curation.semdedup import (
     CLUSTER_SIZE,
     POINTS_PER_CLUSTER,
@@ -19,12 +20,15 @@ from curation.semdedup import (
     assign,
     decide,
     inner_products,
+    measured_threshold,
     n_clusters,
     pairs_above,
     semdedup,
     spherical_kmeans,
     training_rows,
 )
+from sam_core.checkpoints import bundled_checkpoint, file_sha256
+from sam_core.pooled_embedding import POOLING
 
 DIM = 64
 THRESHOLD = 0.9
@@ -220,3 +224,13 @@ def test_two_tables_merge_and_a_semantic_table_need_not_cover_every_input(tmp_pa
     # A hash table is made from the input listing: one that lacks an input is refused.
     with pytest.raises(DedupTableError, match="lacks 1 of the 6 inputs"):
         dropped_by_any([sem, phash], pa.table({"image_id": range(6), "uri": [*uris, "s3://in/new.jpg"]}))
+
+
+def test_the_measured_threshold_is_the_shipped_models_and_no_other():
+    shipped = embedding_info("sae_tiny", file_sha256(bundled_checkpoint("sae_tiny")), POOLING, 384)
+    assert measured_threshold(shipped) == 0.996  # docs/curation.md, benchmarks/semdedup_threshold.py
+    retrained = {**shipped, "checkpoint_sha256": "ef" * 32}
+    with pytest.raises(SemDedupError, match="no cosine threshold has been measured for embeddings of sae_tiny"):
+        measured_threshold(retrained)
+    with pytest.raises(SemDedupError, match="pooling 'mean over"):
+        measured_threshold({**shipped, "pooling": "mean over the cells of the neck output"})  # as the first releases

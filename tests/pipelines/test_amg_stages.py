@@ -49,7 +49,7 @@ def test_stages_release_every_good_image_and_record_every_bad_one(zoo, tmp_path)
     stage = MaskStage("sae_tiny", "sae_tiny", sha, settings, config.inference_options(), "cpu")
     masked = stage(loaded)
     assert "model_image" not in masked
-    assert masked["embedding"].dtype == np.float16 and masked["embedding"].shape == (n, 128)
+    assert masked["embedding"].dtype == np.float16 and masked["embedding"].shape == (n, 384)
     info = release_embedding_info("sae_tiny", sha)
     finished = make_records(masked, settings, QualityFilters())
     summary = write_shard(finished, config.output, {}, plan.metadata, embedding_info=info)

@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.dedup_table import DedupTable
-from curation.embeddings import read_embeddings
+from curation.embeddings import embedding_info, embeddings_table, read_embeddings
 from curation.release import iter_release
 from curation.semdedup import assign, pairs_above, semdedup, spherical_kmeans
 from pipelines.semdedup import assign_clusters, main, search_group, to_groups
+from sam_core.pooled_embedding import POOLING
 from tests.pipelines.conftest import SEMANTIC_THRESHOLD
 
 
@@ -102,6 +103,22 @@ def test_the_search_split_into_groups_finds_the_pairs_of_the_whole():
 )
 def test_bad_flags_and_a_release_without_embeddings_exit_2_before_ray(tmp_path, capsys, flags, message):
     (tmp_path / "release").mkdir()
+    _exits_2_with(tmp_path, capsys, flags, message)
+
+
+def test_without_threshold_embeddings_of_an_unmeasured_model_exit_2_before_ray(tmp_path, capsys):
+    info = embedding_info("vit_b", "cd" * 32, POOLING, 2 * 768)
+    vectors = np.eye(3, 2 * 768, dtype=np.float16)
+    (tmp_path / "release" / "embeddings").mkdir(parents=True)
+    pq.write_table(
+        embeddings_table(np.arange(3), vectors, info), tmp_path / "release" / "embeddings" / "sa_000000.parquet"
+    )
+    message = "no cosine threshold has been measured for embeddings of vit_b (checkpoint sha256 cdcdcdcdcdcd"
+    _exits_2_with(tmp_path, capsys, [], message)
+
+
+def _exits_2_with(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str) -> None:
+    """`sa-engine semdedup` on tmp_path/release with `flags` exits 2 with one error line holding `message`."""
     with pytest.raises(SystemExit) as exit_info:
         main(["--release", str(tmp_path / "release"), "--output", str(tmp_path / "t.parquet"), *flags])
     assert exit_info.value.code == 2

@@ -40,7 +40,7 @@ def test_embeds_every_image_as_the_job_pools_it_and_resumes(release, tmp_path, c
     assert found.image_ids.tolist() == [item.record["image"]["image_id"] for item in items]
     expected = embed_images(model, [decode_image(item.image_bytes) for item in items])
     np.testing.assert_allclose(found.vectors.astype(np.float32), expected.astype(np.float32), atol=2e-3)
-    assert found.info["model"] == "sae_tiny" and found.info["pooling"] == POOLING and found.info["dim"] == 128
+    assert found.info["model"] == "sae_tiny" and found.info["pooling"] == POOLING and found.info["dim"] == 384
     assert len(found.info["checkpoint_sha256"]) == 64
 
     # a run that stopped after its first shard: the rest is written, the first left as it was
