@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	# torch and torchvision first, pinned: pip takes these two from the machine's local wheels.
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -e '.[test]'
+	# SAM 2's public package, the tests' reference for SAM 2.1: built here without its CUDA extension and
+	# without build isolation (an isolated build would fetch another torch).
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --no-build-isolation 'sam2==1.1.0'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -176,7 +176,7 @@ def _with_progress(samples: Iterator[PersonSample], n_images: int, n_masks: int)
 
 def main(argv: list[str] | None = None) -> int:
     from sam_core.checkpoints import CheckpointError, load_sam
-    from sam_core.modeling.config import PRESETS
+    from sam_core.modeling.registry import MODEL_PRESETS
 
     parser = command_parser("fairness", __doc__)
     parser.add_argument("--miap-boxes", required=True, action="append", help="MIAP box CSV (repeat for several)")
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", required=True, help="folder (any fsspec URI) of <ImageID>.jpg")
     parser.add_argument("--mask-dir", required=True, help="folder (any fsspec URI) holding the CSVs' MaskPath PNGs")
     parser.add_argument("--output", required=True, help="folder (any fsspec URI) for the two CSVs")
-    parser.add_argument("--model", default="sae_tiny", choices=sorted(PRESETS), help="architecture")
+    parser.add_argument("--model", default="sae_tiny", choices=sorted(MODEL_PRESETS), help="architecture")
     parser.add_argument(
         "--checkpoint", default=None, help="weights: a path, URL or model name (default: the model's shipped weights)"
     )

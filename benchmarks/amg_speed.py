@@ -2,6 +2,7 @@
 
     python -m benchmarks.amg_speed                               # CPU, small model, shared photos
     python -m benchmarks.amg_speed --model vit_h --device cuda   # GPU
+    python -m benchmarks.amg_speed --model sam2_tiny --settings "sam2 lowered" "sam2 m2m lowered"
 
 Same weights (seeded random, with speckled masks: see parity.models.paired_models), same
 images, same settings, alternating the two implementations per image. For each setting: seconds
@@ -10,7 +11,10 @@ mask IoU >= 0.95 both ways, predicted IoU within 1e-3) and, on CUDA, peak GPU me
 weights pass nothing through the presets' real thresholds, so each preset is also run with
 lowered thresholds ("... lowered") under which hundreds of masks per image flow, on a 16x16 grid
 by default (speckled masks make the public code's per-mask Python work slow). The `sa1b` rows
-use the public clean-up rule and no coverage filter, which the public generator lacks.
+use the public clean-up rule and no coverage filter, which the public generator lacks. SAM 2.1
+models (`sam2_tiny`, a reduced one, and the published `sam2.1_hiera_*`) run against the public
+`SAM2AutomaticMaskGenerator` (parity.sam2_models); "m2m" in a setting's name turns on the
+mask-to-mask refinement.
 
 `--min-ratio R` makes it a guard: the exit status is 1 when a row's ratio (public s / ours s) is
 under R or its agreement under 99%, so a change that loses the speed-up does not pass unseen.
@@ -26,15 +30,24 @@ from functools import partial
 import numpy as np
 import torch
 from PIL import Image
-from segment_anything import SamAutomaticMaskGenerator
 
 from parity.agreement import compare_records
-from parity.models import TINY, official_generator_kwargs, paired_models
+from parity.models import TINY
+from parity.pairs import paired, public_generator
+from parity.sam2_models import SAM2_TINY
 from sam_core.amg.generator import MaskGenerator
 from sam_core.amg.settings import MaskGeneratorSettings
 from sam_core.modeling.config import SamConfig
+from sam_core.modeling.sam2_config import Sam2Config
 
-MODELS = {"tiny": TINY, "vit_b": SamConfig.preset("vit_b"), "vit_h": SamConfig.preset("vit_h")}
+MODELS = {
+    "tiny": TINY,
+    "vit_b": SamConfig.preset("vit_b"),
+    "vit_h": SamConfig.preset("vit_h"),
+    "sam2_tiny": SAM2_TINY,
+    "sam2.1_hiera_t": Sam2Config.preset("sam2.1_hiera_t"),
+    "sam2.1_hiera_l": Sam2Config.preset("sam2.1_hiera_l"),
+}
 LOWERED = {
     "pred_iou_thresh": 0.0,
     "stability_score_thresh": 0.75,
@@ -78,7 +91,7 @@ def main() -> None:
     if not paths:
         parser.error(f"no images match {args.images}")
     images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    ours_model, official_model = paired_models(MODELS[args.model], seed=0, speckle=True)
+    ours_model, official_model = paired(MODELS[args.model], seed=0, speckle=True)
     ours_model, official_model = ours_model.to(args.device), official_model.to(args.device)
     print(
         f"model {args.model} (random weights) on {args.device}; {len(images)} images: "
@@ -92,23 +105,21 @@ def main() -> None:
     # neither side's figures: without it the first row charged them to ours, which runs first.
     warm_up = MaskGeneratorSettings(points_per_side=4)
     MaskGenerator(ours_model, warm_up).generate(images[0])
-    SamAutomaticMaskGenerator(official_model, output_mode="coco_rle", **official_generator_kwargs(warm_up)).generate(
-        images[0]
-    )
+    public_generator(official_model, warm_up).generate(images[0])
     for name in args.settings:
-        preset, _, lowered = name.partition(" ")
+        preset, *words = name.split(" ")
+        lowered = "lowered" in words
         # The public code has neither the paper's clean-up rule nor the coverage filter: both run
         # the public rule, so that the outputs can be compared (`sa1b` differs only there).
         overrides = {"small_region_mode": "public", "max_mask_coverage": None, **(LOWERED if lowered else {})}
+        overrides["use_m2m"] = "m2m" in words
         if lowered:
             overrides["points_per_side"] = args.lowered_points_per_side
         if args.points_per_side:
             overrides["points_per_side"] = args.points_per_side
         settings = MaskGeneratorSettings.preset(preset, **overrides)
         ours = MaskGenerator(ours_model, settings)
-        official = SamAutomaticMaskGenerator(
-            official_model, output_mode="coco_rle", **official_generator_kwargs(settings)
-        )
+        official = public_generator(official_model, settings)
         ours_s = official_s = 0.0
         peaks = [0.0, 0.0]
         counts, matched_a, matched_b, diff = [], [], [], 0.0

@@ -12,6 +12,8 @@ wrapper's start, installs included), so a slow step is stopped and reported, nev
                         equal to eager
     throughput_sa1b     benchmarks.gpu_throughput for one preset: ours fast, ours float32 and the
     throughput_official public generator, agreement, FLOPs and the bound, the profile by stage
+    throughput_sam2     the same for SAM 2.1-L (sam2.1_hiera_l, random weights) with the `sam2` preset,
+                        against the public sam2 package's generator
 
 It writes `device_suite.json` (each step's status, seconds and figures; the device, torch, the
 commit, the command) and `device_suite.log` (every step's output) to --out. Exit status 0 when
@@ -54,25 +56,38 @@ class Step:
 
 
 def suite_steps(dry_run: bool, photos: str) -> list[Step]:
-    """Real sizes on CUDA (vit_h, SA-1B's 1500x2250), or the same steps at smoke sizes on a CPU."""
+    """Real sizes on CUDA (vit_h and sam2.1_hiera_l, SA-1B's 1500x2250), or the same steps at smoke sizes
+    on a CPU (the reduced models)."""
     if dry_run:
         checks = ["--model", "tiny", "--device", "cpu", "--size", "160x240", "--points-per-side", "12",
                   "--target-masks", "100"]  # fmt: skip
         throughput = ["--model", "tiny", "--device", "cpu", "--size", "120x180", "--images", "2",
                       "--reference-images", "1", "--official-images", "1", "--batch-size", "2", "--points-per-side", "8",
                       "--target-masks", "30"]  # fmt: skip
+        sam2 = ["--model", "sam2_tiny", "--device", "cpu", "--size", "120x180", "--images", "2",
+                "--reference-images", "1", "--official-images", "1", "--batch-size", "2", "--points-per-side", "4",
+                "--target-masks", "10"]  # fmt: skip
     else:
         checks = ["--model", "vit_h", "--device", "cuda", "--size", "1500x2250"]
         throughput = ["--model", "vit_h", "--device", "cuda", "--size", "1500x2250", "--images", "16",
                       "--reference-images", "2", "--official-images", "1", "--batch-size", "4"]  # fmt: skip
+        sam2 = ["--model", "sam2.1_hiera_l", "--device", "cuda", "--size", "1500x2250", "--images", "16",
+                "--reference-images", "2", "--official-images", "1", "--batch-size", "4"]  # fmt: skip
     return [
         Step("checks", "benchmarks.device_checks", (*checks, "--photos", photos), 0.3, "checks.json"),
         Step(
             "throughput_sa1b",
             "benchmarks.gpu_throughput",
             (*throughput, "--photos", photos, "--presets", "sa1b"),
-            0.6,
+            0.5,
             "throughput_sa1b.json",
+        ),
+        Step(
+            "throughput_sam2",
+            "benchmarks.gpu_throughput",
+            (*sam2, "--photos", photos, "--presets", "sam2"),
+            0.5,
+            "throughput_sam2.json",
         ),
         Step(
             "throughput_official",

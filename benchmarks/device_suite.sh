@@ -10,7 +10,8 @@ started_at=$(date +%s)
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
-REQUIRED=(pycocotools segment_anything)  # what the image's python3 lacks; torch and the rest are there
+# what the image's python3 lacks (torch and the rest are there); the last six are sam2 and what it imports
+REQUIRED=(pycocotools segment_anything sam2 hydra_core omegaconf antlr4_python3_runtime iopath portalocker)
 
 dry_run=0
 for arg in "$@"; do [ "$arg" = "--dry-run" ] && dry_run=1; done

@@ -5,8 +5,9 @@
     python -m benchmarks.gpu_throughput --model tiny --device cpu --images 2 --size 375x563 \\
         --reference-images 1 --official-images 1             # a smoke run of this script on a CPU
 
-Weights are seeded random (`parity.models.paired_models`, std 0.02 with speckled masks), the
-same in ours and in the public `segment_anything` model. Images are the shared photos, resized
+Weights are seeded random (`parity.pairs.paired`, std 0.02 with speckled masks), the same in
+ours and in the public `segment_anything` model (or, for SAM 2.1 models such as `sam2.1_hiera_l`
+with the `sam2` preset, the public `sam2` model and its `SAM2AutomaticMaskGenerator`). Images are the shared photos, resized
 and centre-cropped to --size (SA-1B's 1500x2250 by default), cycled to --images.
 
 Random weights pass nothing through the presets' thresholds, so for each preset the predicted
@@ -47,21 +48,29 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from segment_anything import SamAutomaticMaskGenerator
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from parity.agreement import compare_records
-from parity.models import TINY, official_generator_kwargs, paired_models
+from parity.models import TINY
+from parity.pairs import paired, public_generator
+from parity.sam2_models import SAM2_TINY
 from sam_core.amg.cleanup import finish_records
 from sam_core.amg.crops import crop_boxes, layer_point_grids
 from sam_core.amg.generator import MaskGenerator
 from sam_core.amg.settings import MaskGeneratorSettings
 from sam_core.inference import PRECISIONS, InferenceOptions
 from sam_core.modeling.config import SamConfig
-from sam_core.modeling.sam import Sam
+from sam_core.modeling.registry import SamModel
+from sam_core.modeling.sam2_config import Sam2Config
 
-MODELS = {"tiny": TINY, "vit_b": SamConfig.preset("vit_b"), "vit_h": SamConfig.preset("vit_h")}
+MODELS = {
+    "tiny": TINY,
+    "vit_b": SamConfig.preset("vit_b"),
+    "vit_h": SamConfig.preset("vit_h"),
+    "sam2_tiny": SAM2_TINY,
+    "sam2.1_hiera_l": Sam2Config.preset("sam2.1_hiera_l"),
+}
 STAGES = ("amg.encode", "amg.decode", "amg.filter", "amg.nms", "amg.render", "amg.cleanup")
 
 
@@ -92,7 +101,7 @@ class Clock:
         return out, time.perf_counter() - start, peak
 
 
-def logit_scale(model: Sam, image: np.ndarray) -> float:
+def logit_scale(model: SamModel, image: np.ndarray) -> float:
     """Standard deviation of the decoder's low-res logits for a 4x4 grid of points on `image`."""
     model_input, _ = model.prepare_image(image)
     size = model.config.image_size
@@ -119,7 +128,9 @@ def calibrated(
     return best
 
 
-def flops_per_image(model: Sam, settings: MaskGeneratorSettings, image_size: tuple[int, int]) -> tuple[float, float]:
+def flops_per_image(
+    model: SamModel, settings: MaskGeneratorSettings, image_size: tuple[int, int]
+) -> tuple[float, float]:
     """(encoder FLOPs, decoder FLOPs) that one image costs under `settings`, counted by FlopCounterMode."""
     crops = [c for c in crop_boxes(image_size, settings.crop_n_layers, settings.crop_overlap_ratio) if c.area > 0]
     grids = layer_point_grids(settings.points_per_side, settings.crop_n_layers, settings.crop_n_points_downscale_factor)
@@ -204,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = torch.device(args.device)
     clock = Clock(device)
     images = load_images(args.photos, max(args.images, args.reference_images, args.official_images), (height, width))
-    ours_model, official_model = paired_models(MODELS[args.model], seed=0, speckle=True, scale=0.02)
+    ours_model, official_model = paired(MODELS[args.model], seed=0, speckle=True, scale=0.02)
     ours_model, official_model = ours_model.to(device), official_model.to(device)
     options = InferenceOptions(args.encoder_precision, args.decoder_precision, args.compile, args.encoder_batch_size)
     offset = 0.5 * logit_scale(ours_model, images[0])
@@ -237,7 +248,7 @@ def run_preset(
     args: argparse.Namespace,
     clock: Clock,
     images: list[np.ndarray],
-    ours_model: Sam,
+    ours_model: SamModel,
     official_model: torch.nn.Module,
     options: InferenceOptions,
     offset: float,
@@ -262,7 +273,7 @@ def run_preset(
     )
     fast = MaskGenerator(ours_model, settings, options)
     reference = MaskGenerator(ours_model, settings)
-    official = SamAutomaticMaskGenerator(official_model, output_mode="coco_rle", **official_generator_kwargs(settings))
+    official = public_generator(official_model, settings)
     print(f"\n{preset}: stability threshold {settings.stability_score_thresh:.4f} ({count} masks on the first image)")
     fast.generate_batch(images[: args.batch_size])  # warm-up: cuDNN choices, compilation
     _, propose_rate, fast_peak = rate(clock, images[: args.images], args.batch_size, fast.propose)

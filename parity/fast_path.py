@@ -10,7 +10,7 @@ from parity.agreement import Agreement, compare_records
 from sam_core.amg.generator import MaskGenerator
 from sam_core.amg.settings import MaskGeneratorSettings
 from sam_core.inference import InferenceOptions
-from sam_core.modeling.sam import Sam
+from sam_core.modeling.registry import SamModel
 
 FAST = InferenceOptions(encoder_precision="bfloat16", decoder_precision="float16", encoder_batch_size=21)
 """What `auto` resolves to on CUDA, named so that it also runs on a CPU."""
@@ -19,7 +19,7 @@ MIN_MATCHED = 0.98
 
 
 def fast_path_agreement(
-    model: Sam, settings: MaskGeneratorSettings, image: np.ndarray, fast: InferenceOptions = FAST
+    model: SamModel, settings: MaskGeneratorSettings, image: np.ndarray, fast: InferenceOptions = FAST
 ) -> tuple[Agreement, int]:
     """(agreement of the fast path's records with the float32 path's, the reference's mask count)
     on one HxWx3 uint8 `image`."""

@@ -23,7 +23,7 @@ from sam_core.amg.settings import MaskGeneratorSettings
 from sam_core.checkpoints import bundled_generator_overrides
 from sam_core.command_line import STORAGE_OPTIONS_HELP, CommandParser, attribute_help, command_parser, json_object
 from sam_core.inference import InferenceOptions, Precision
-from sam_core.modeling.config import PRESETS as MODEL_PRESETS
+from sam_core.modeling.registry import MODEL_PRESETS
 
 DEVICES = ("auto", "cpu", "cuda")
 GENERATOR_FLAGS = ("points_per_side", "points_per_batch", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh")
@@ -44,11 +44,12 @@ class JobConfig:
     output: str
     """Release prefix (local folder, s3://, gs://); a rerun on it resumes the same release."""
     model: str = "sae_tiny"
-    """Architecture: sae_tiny (shipped weights) or vit_h / vit_l / vit_b."""
+    """Architecture: sae_tiny (shipped weights), vit_h / vit_l / vit_b, or SAM 2.1: sam2.1_hiera_t / _s / _b+ / _l."""
     checkpoint: str | None = None
     """Weights: path, fsspec URL or official model type (default: the model's shipped weights)."""
     preset: str = "sa1b"
-    """Mask generator preset: sa1b (the paper's automatic stage) or official."""
+    """Mask generator preset: sa1b (the paper's automatic stage), official (SAM's public generator) or
+    sam2 (SAM 2's public generator); SAM 2's mask-to-mask refinement: `generator: {use_m2m: true}` in --config."""
     generator: dict[str, Any] = field(default_factory=dict)
     """Overrides of MaskGeneratorSettings fields."""
     filters: dict[str, Any] = field(default_factory=dict)

@@ -51,7 +51,7 @@ from sam_core.amg import MaskGenerator, MaskGeneratorSettings
 from sam_core.amg.cleanup import finish_records
 from sam_core.checkpoints import load_sam
 from sam_core.inference import InferenceOptions
-from sam_core.modeling.config import SamConfig
+from sam_core.modeling.registry import model_config
 from sam_core.pooled_embedding import POOLING, embedding_dim
 from sam_core.storage_retry import add_to_tallies, counting_retries
 
@@ -188,7 +188,7 @@ class MaskStage:
 def release_embedding_info(model: str, checkpoint_sha256: str) -> dict[str, Any]:
     """The info of the embeddings `MaskStage` makes with `model` (a preset name) and the checkpoint
     of `checkpoint_sha256` ("" for random weights), as `write_shard` records it."""
-    return embedding_info(model, checkpoint_sha256, POOLING, embedding_dim(SamConfig.preset(model)))
+    return embedding_info(model, checkpoint_sha256, POOLING, embedding_dim(model_config(model)))
 
 
 def make_records(batch: Batch, settings: MaskGeneratorSettings, filters: QualityFilters) -> Batch:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from sam_core.modeling.config import SamConfig
 from sam_core.modeling.image_encoder import resample_offset_table, resample_position_grid
+from sam_core.modeling.registry import ModelConfig, SamModel, build_model
 from sam_core.modeling.sam import Sam
+from sam_core.modeling.sam2 import Sam2, image_path_state_dict
 from sam_core.storage_retry import counting_retries, filesystem, with_retries
 
 _CHUNK = 8 << 20
@@ -37,20 +38,48 @@ class OfficialCheckpoint:
     model_type: str
     file_name: str
     url: str
+    sha256: str = ""
+    """The file's full sha256 where its name does not carry a prefix of it (SAM 2.1's)."""
 
     @property
     def sha256_prefix(self) -> str:
-        """The hex digits after the last underscore of the file name: the start of the file's sha256."""
-        return _name_sha256_prefix(self.file_name) or ""
+        """The sha256 to check: `sha256`, else the hex digits after the last underscore of the file name."""
+        return self.sha256 or _name_sha256_prefix(self.file_name) or ""
 
 
 _BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything"
+_SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
     spec.model_type: spec
     for spec in (
         OfficialCheckpoint("vit_h", "sam_vit_h_4b8939.pth", f"{_BASE_URL}/sam_vit_h_4b8939.pth"),
         OfficialCheckpoint("vit_l", "sam_vit_l_0b3195.pth", f"{_BASE_URL}/sam_vit_l_0b3195.pth"),
         OfficialCheckpoint("vit_b", "sam_vit_b_01ec64.pth", f"{_BASE_URL}/sam_vit_b_01ec64.pth"),
+        *(
+            OfficialCheckpoint(model_type, file_name, f"{_SAM2_BASE_URL}/{file_name}", sha256)
+            for model_type, file_name, sha256 in (
+                (
+                    "sam2.1_hiera_t",
+                    "sam2.1_hiera_tiny.pt",
+                    "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69",
+                ),
+                (
+                    "sam2.1_hiera_s",
+                    "sam2.1_hiera_small.pt",
+                    "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38",
+                ),
+                (
+                    "sam2.1_hiera_b+",
+                    "sam2.1_hiera_base_plus.pt",
+                    "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
+                ),
+                (
+                    "sam2.1_hiera_l",
+                    "sam2.1_hiera_large.pt",
+                    "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318",
+                ),
+            )
+        ),
     )
 }
 
@@ -245,26 +274,28 @@ def resample_position_tables(state_dict: dict[str, torch.Tensor], model: Sam) ->
 
 
 def load_sam(
-    config: SamConfig | str,
+    config: ModelConfig | str,
     checkpoint: str | Path | None = None,
     cache_dir: str | Path | None = None,
     expected_sha256: str | None = None,
     resample_positions: bool = False,
-) -> Sam:
-    """A SAM of `config` (a SamConfig or `vit_h`/`vit_l`/`vit_b`) with weights from `checkpoint`.
+) -> SamModel:
+    """A SAM (`vit_h`, `vit_l`, `vit_b`, `sae_tiny`) or SAM 2.1 (`sam2.1_hiera_t`, `_s`, `_b+`, `_l`) of
+    `config` (a config or a model type) with weights from `checkpoint`.
 
     checkpoint: a local path, an fsspec URL, or an official model type to fetch its official
-    file; None leaves the weights randomly initialised. resample_positions: accept weights made
-    for another image size, resampling their position tables (`resample_position_tables`).
-    The model is returned in eval mode on the CPU.
+    file; None leaves the weights randomly initialised. A SAM 2.1 checkpoint's video-only keys
+    (`sam_core.modeling.sam2.VIDEO_ONLY_KEYS`) are dropped; every other key must fit exactly.
+    resample_positions (SAM only): accept weights made for another image size, resampling their
+    position tables (`resample_position_tables`). The model is returned in eval mode on the CPU.
     """
-    if isinstance(config, str):
-        config = SamConfig.preset(config)
-    model = Sam(config)
+    model = build_model(config)
     if checkpoint is not None:
         path = fetch_checkpoint(checkpoint, cache_dir, expected_sha256)
         state_dict = read_state_dict(path)
-        if resample_positions:
+        if isinstance(model, Sam2):
+            state_dict = image_path_state_dict(state_dict)
+        elif resample_positions:
             state_dict = resample_position_tables(state_dict, model)
         check_state_dict_fits(model, state_dict, str(path))
         model.load_state_dict(state_dict, strict=True)

@@ -1,7 +1,8 @@
 """One vector per image from SAM's image encoder, for finding near-duplicate photos.
 
-The vector pools the tokens of the encoder's last block (before the neck, C channels) over the grid
-cells that cover the image (the padding to a square left out): their mean and their standard
+The vector pools the tokens of the encoder's last block (before the neck, C channels; for SAM 2.1 the
+Hiera trunk's last stage, at stride 32) over the grid cells that cover the image (the padding to a
+square left out; SAM 2.1 pads nothing): their mean and their standard
 deviation per channel, each L2-normalised, concatenated (2C) and L2-normalised again, stored as
 float16. `benchmarks/semdedup_threshold.py` chose this pooling on real photos: the mean of the
 neck's output, which the first releases stored, puts almost every pair of photos above cosine 0.97
@@ -21,8 +22,7 @@ import numpy as np
 import torch
 
 from sam_core.image import as_rgb_uint8
-from sam_core.modeling.config import SamConfig
-from sam_core.modeling.sam import Sam
+from sam_core.modeling.registry import ModelConfig, SamModel
 
 POOLING = (
     "mean and standard deviation over the image's cells of the full-image encoder's last-block tokens "
@@ -31,7 +31,7 @@ POOLING = (
 """How `pool_embeddings` makes a vector; recorded with every embeddings file."""
 
 
-def embedding_dim(config: SamConfig) -> int:
+def embedding_dim(config: ModelConfig) -> int:
     """D of the pooled vectors of a model of `config`: the mean and the deviation of each channel."""
     return 2 * config.encoder_embed_dim
 
@@ -72,7 +72,7 @@ def pool_embeddings(tokens: torch.Tensor, input_sizes: Sequence[tuple[int, int]]
 
 
 @torch.inference_mode()
-def embed_images(model: Sam, images: Sequence[np.ndarray], batch_size: int = 4) -> np.ndarray:
+def embed_images(model: SamModel, images: Sequence[np.ndarray], batch_size: int = 4) -> np.ndarray:
     """NxD float16 pooled embeddings (`pool_embeddings`) of N whole images (any sizes; see
     `as_rgb_uint8`), each resized to the model's input as the mask generator's full-image crop is,
     encoded in float32 `batch_size` at a time on the model's device."""
@@ -82,6 +82,6 @@ def embed_images(model: Sam, images: Sequence[np.ndarray], batch_size: int = 4) 
     pooled = [np.zeros((0, embedding_dim(model.config)), dtype=np.float16)]
     for start in range(0, len(images), batch_size):
         prepared = [model.prepare_image(as_rgb_uint8(image)) for image in images[start : start + batch_size]]
-        _, tokens = model.image_encoder.forward_with_tokens(torch.cat([model_input for model_input, _ in prepared]))
+        _, tokens = model.encode_with_tokens(torch.cat([model_input for model_input, _ in prepared]))
         pooled.append(pool_embeddings(tokens, [size for _, size in prepared], model.config.image_size))
     return np.concatenate(pooled)

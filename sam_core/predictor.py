@@ -11,7 +11,7 @@ import torch
 
 from sam_core.image import as_rgb_uint8
 from sam_core.inference import autocast
-from sam_core.modeling.sam import Sam
+from sam_core.modeling.registry import SamModel
 from sam_core.modeling.transforms import scale_boxes, scale_coords
 
 _VALID_LABELS = (-1, 0, 1)
@@ -45,7 +45,7 @@ class SamPredictor:
     autocast (meant for CUDA; on CPU it works but is slow).
     """
 
-    def __init__(self, model: Sam, precision: torch.dtype = torch.float32, encode_batch_size: int = 4) -> None:
+    def __init__(self, model: SamModel, precision: torch.dtype = torch.float32, encode_batch_size: int = 4) -> None:
         if encode_batch_size < 1:
             raise ValueError(f"encode_batch_size must be >= 1, got {encode_batch_size}")
         self.model = model.eval()
@@ -76,7 +76,7 @@ class SamPredictor:
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(inputs), self.encode_batch_size):
                 batch = torch.cat(inputs[start : start + self.encode_batch_size])
-                chunks.append(self.model.image_encoder(batch).float())
+                chunks.append(self.model.encode(batch).float())
         self._embeddings = torch.cat(chunks)
         self._images = states
 
@@ -86,8 +86,7 @@ class SamPredictor:
         """Use an embedding computed before (`image_embedding`, with `image_sizes`) instead of
         embedding the image again: 1xPxGxG float32 for an image of `original_size` (H, W) that was
         resized to `input_size` (H, W) before padding."""
-        config = self.model.config
-        expected = (1, config.prompt_embed_dim, config.embedding_grid, config.embedding_grid)
+        expected = (1, *self.model.feature_shape)
         if tuple(embedding.shape) != expected:
             raise ValueError(f"embedding shape {tuple(embedding.shape)} is not this model's {expected}")
         self._embeddings = embedding.to(self.model.device, torch.float32)
@@ -125,14 +124,13 @@ class SamPredictor:
         prompt = _Prompt.validate(
             point_coords, point_labels, box, mask_input, state.original_size, self.model.config.low_res_mask_size
         )
-        longest = self.model.config.image_size
         device = self.model.device
 
         def tensor(array: np.ndarray | None, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
             return None if array is None else torch.as_tensor(array, dtype=dtype, device=device)
 
-        coords = None if prompt.coords is None else scale_coords(prompt.coords, state.original_size, longest)
-        boxes = None if prompt.boxes is None else scale_boxes(prompt.boxes, state.original_size, longest)
+        coords = None if prompt.coords is None else scale_coords(prompt.coords, state.original_size, state.input_size)
+        boxes = None if prompt.boxes is None else scale_boxes(prompt.boxes, state.original_size, state.input_size)
         with torch.inference_mode(), self._autocast():
             low_res, iou = self.model.decode(
                 self.image_embedding(image_index),

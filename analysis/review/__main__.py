@@ -17,7 +17,7 @@ from analysis.review.embeddings import DEFAULT_CACHE_DIR
 from analysis.review.server import ReviewApp, ReviewServer
 from sam_core.command_line import CommandParser, add_storage_options, command_parser, input_error
 from sam_core.console import configure_logging
-from sam_core.modeling.config import PRESETS
+from sam_core.modeling.registry import MODEL_PRESETS
 
 
 def _parser() -> CommandParser:
@@ -28,7 +28,7 @@ def _parser() -> CommandParser:
     which.add_argument("--images", type=int, nargs="+", metavar="ID", help="review these image ids")
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed")
     parser.add_argument("--corrections", required=True, help="the folder saves go to (any fsspec URI)")
-    parser.add_argument("--model", default="sae_tiny", choices=sorted(PRESETS), help="architecture")
+    parser.add_argument("--model", default="sae_tiny", choices=sorted(MODEL_PRESETS), help="architecture")
     parser.add_argument(
         "--checkpoint", default=None, help="weights: a path, URL or model name (default: the model's shipped weights)"
     )

@@ -41,9 +41,12 @@ from sam_core.mask_ops import (
     runs_in_frame,
     stability_scores,
 )
-from sam_core.modeling.sam import Sam
+from sam_core.modeling.registry import SamModel
 from sam_core.modeling.transforms import scale_coords
 from sam_core.pooled_embedding import embedding_dim, pool_embeddings
+
+M2M_LOGIT_LIMIT = 32.0
+"""Low-res logits fed back by the mask-to-mask refinement are clamped to +-this (SAM 2's predictor)."""
 
 
 @dataclass(frozen=True)
@@ -91,14 +94,14 @@ class MaskGenerator:
     """
 
     def __init__(
-        self, model: Sam, settings: MaskGeneratorSettings | None = None, options: InferenceOptions | None = None
+        self, model: SamModel, settings: MaskGeneratorSettings | None = None, options: InferenceOptions | None = None
     ) -> None:
         self.model = model.eval()
         self.settings = settings or MaskGeneratorSettings()
         self.options = options or InferenceOptions()
         self.encoder_dtype = self.options.encoder_dtype(model.device)
         self.decoder_dtype = self.options.decoder_dtype(model.device)
-        encoder = model.image_encoder.forward_with_tokens
+        encoder = model.encode_with_tokens
         self._encoder = torch.compile(encoder) if self.options.compile else encoder
         s = self.settings
         self._grids = layer_point_grids(s.points_per_side, s.crop_n_layers, s.crop_n_points_downscale_factor)
@@ -154,7 +157,7 @@ class MaskGenerator:
         image_size: tuple[int, int],
     ) -> _Candidates:
         points = self._grids[crop.layer] * np.array([crop.size[1], crop.size[0]])
-        model_points = scale_coords(points, crop.size, self.model.config.image_size)
+        model_points = scale_coords(points, crop.size, input_size)
         step = self.settings.points_per_batch
         found = _Candidates.concat(
             [
@@ -189,6 +192,8 @@ class MaskGenerator:
         labels = torch.ones((len(points), 1), dtype=torch.int64, device=device)
         with record_function("amg.decode"), autocast(device, self.decoder_dtype):
             low_res, iou = self.model.decode(embedding, coords, labels, multimask_output=True)
+            if s.use_m2m:
+                low_res, iou = self._refined(embedding, coords, labels, low_res)
         outputs = low_res.shape[1]
         low_res, iou = low_res.flatten(0, 1).float(), iou.flatten(0, 1).float()
         keep = (
@@ -232,6 +237,24 @@ class MaskGenerator:
             torch.full((len(index),), crop_index, dtype=torch.int64, device=device),
             runs,
         )
+
+    def _refined(
+        self, embedding: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, low_res: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM 2's mask-to-mask refinement (`use_m2m`): each of the NxM low-res masks of N points
+        (NxMxLxL logits) decoded once more as a mask prompt with its point, one output each, giving
+        NxMxLxL logits and NxM IoU estimates in the same order. The masks are fed back clamped to
+        +-M2M_LOGIT_LIMIT, as SAM 2's predictor hands them back; `points_per_batch` at a time."""
+        n, m = low_res.shape[:2]
+        prompts = low_res.flatten(0, 1)[:, None].clamp(-M2M_LOGIT_LIMIT, M2M_LOGIT_LIMIT)
+        coords, labels = coords.repeat_interleave(m, dim=0), labels.repeat_interleave(m, dim=0)
+        step = self.settings.points_per_batch
+        decoded = [
+            self.model.decode(embedding, coords[i : i + step], labels[i : i + step], None, prompts[i : i + step], False)
+            for i in range(0, n * m, step)
+        ]
+        refined = torch.cat([masks for masks, _ in decoded]).reshape(low_res.shape)
+        return refined, torch.cat([iou for _, iou in decoded]).reshape(n, m)
 
     def _across_crops(self, parts: list[_Candidates], crops: list[CropBox]) -> _Candidates:
         """The candidates of all crops of an image, after NMS across crops that prefers smaller crops."""

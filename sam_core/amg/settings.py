@@ -1,4 +1,4 @@
-"""Settings of automatic mask generation and the two presets, `official` and `sa1b`.
+"""Settings of automatic mask generation and the three presets, `official`, `sa1b` and `sam2`.
 
 Where the SAM paper (appendix B, "fully automatic stage") and the public
 `SamAutomaticMaskGenerator` differ, the `sa1b` preset follows the paper and `official` the code:
@@ -15,7 +15,9 @@ Where the SAM paper (appendix B, "fully automatic stage") and the public
 Both use a 32x32 grid on the whole image, predicted IoU > 0.88, stability >= 0.95 between
 logit cut-offs -1 and +1, and box NMS at 0.7 within and across crops (smaller crops win).
 The crop overlap is the public code's 512/1500 of the short side in the first crop layer; the
-paper does not state it. Every field can be overridden: `MaskGeneratorSettings.preset("sa1b",
+paper does not state it. `sam2` holds the defaults of SAM 2's public `SAM2AutomaticMaskGenerator`:
+`official` with predicted IoU > 0.8 (its IoU head ends in a sigmoid); `use_m2m` turns on its
+mask-to-mask refinement with any preset. Every field can be overridden: `MaskGeneratorSettings.preset("sa1b",
 points_per_batch=128)`.
 """
 
@@ -59,6 +61,9 @@ class MaskGeneratorSettings:
     """When all islands of a mask are small: keep the largest ("public") or drop the mask ("paper")."""
     max_mask_coverage: float | None = None
     """Drop masks covering at least this fraction of the image (the paper uses 0.95); None keeps all."""
+    use_m2m: bool = False
+    """SAM 2's mask-to-mask refinement: each mask decoded once more with its own low-res logits as a
+    mask prompt (single output), before the filters."""
     upsample_batch: int | None = None
     """Masks brought to full resolution at once; bounds memory (16 x 1500 x 2250 float32 = 216 MB).
     None: 4 on a CPU (fastest on the 2-core CPU of `benchmarks/amg_speed.py`, where fewer masks
@@ -111,4 +116,5 @@ PRESETS: dict[str, MaskGeneratorSettings] = {
         small_region_mode="paper",
         max_mask_coverage=0.95,
     ),
+    "sam2": MaskGeneratorSettings(pred_iou_thresh=0.8),
 }

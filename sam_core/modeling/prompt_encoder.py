@@ -9,11 +9,10 @@ from torch import nn
 
 from sam_core.modeling.config import SamConfig
 from sam_core.modeling.layers import LayerNorm2d
+from sam_core.modeling.sam2_config import Sam2Config
 
 # Point labels as the model knows them.
 PADDING_POINT = -1
-BACKGROUND_POINT = 0
-FOREGROUND_POINT = 1
 
 
 class RandomFourierPositions(nn.Module):
@@ -58,7 +57,7 @@ class PromptEncoder(nn.Module):
     embedding broadcast over it.
     """
 
-    def __init__(self, config: SamConfig) -> None:
+    def __init__(self, config: SamConfig | Sam2Config) -> None:
         super().__init__()
         dim = config.prompt_embed_dim
         grid = config.embedding_grid
@@ -88,6 +87,8 @@ class PromptEncoder(nn.Module):
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         """BxNx2 coordinates in the model's input frame and BxN labels to BxNxP (BxN+1xP with pad).
+        Labels: 0 background, 1 foreground, 2 and 3 a box's top-left and bottom-right corner (how
+        SAM 2 passes boxes), -1 padding.
 
         With `pad`, a padding point is appended, as the model was trained to see when no box
         follows the points.
@@ -99,8 +100,9 @@ class PromptEncoder(nn.Module):
         embedding = self.pe_layer.points(coords, self.input_image_size)
         labels = labels[..., None]
         embedding = torch.where(labels == PADDING_POINT, self.not_a_point_embed.weight, embedding)
-        embedding = embedding + (labels == BACKGROUND_POINT) * self.point_embeddings[0].weight
-        return embedding + (labels == FOREGROUND_POINT) * self.point_embeddings[1].weight
+        for label, kind in enumerate(self.point_embeddings):
+            embedding = embedding + (labels == label) * kind.weight
+        return embedding
 
     def embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """Bx4 XYXY boxes in the model's input frame to Bx2xP corner embeddings."""

@@ -11,7 +11,7 @@ from sam_core.modeling.config import SamConfig
 from sam_core.modeling.image_encoder import ImageEncoder
 from sam_core.modeling.mask_decoder import MaskDecoder
 from sam_core.modeling.prompt_encoder import PromptEncoder
-from sam_core.modeling.transforms import resize_longest_side
+from sam_core.modeling.transforms import resize_longest_side, resized_shape
 
 
 class Sam(nn.Module):
@@ -52,6 +52,25 @@ class Sam(nn.Module):
         resized = resize_longest_side(image, self.config.image_size)
         tensor = torch.tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
         return self.preprocess(tensor), (resized.shape[0], resized.shape[1])
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        """(P, G, G) of one image's features from `encode`."""
+        grid = self.config.embedding_grid
+        return (self.config.prompt_embed_dim, grid, grid)
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) that an image of `original_size` (H, W) is resized to before padding (`prepare_image`)."""
+        return resized_shape(original_size[0], original_size[1], self.config.image_size)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Bx3xSxS model inputs (`preprocess`) to BxPxGxG image features, what `decode` takes."""
+        return self.image_encoder(images)
+
+    def encode_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode`'s features and BxGxGxC: the encoder's last-block tokens, which
+        `sam_core.pooled_embedding` pools into one vector per image."""
+        return self.image_encoder.forward_with_tokens(images)
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         """Bx3xhxw RGB 0..255 resized images to BxPxGxG image embeddings."""

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_core.modeling.layers import FeedForward
+from sam_core.modeling.layers import MLP, FeedForward
 
 
 class TokenAttention(nn.Module):
@@ -49,17 +49,21 @@ class TwoWayBlock(nn.Module):
     """Self attention of the tokens, tokens to image, an MLP on the tokens, image to tokens.
 
     Positional encodings are added to queries and keys at every attention (not to values);
-    the first block of the stack skips them in the tokens' self attention.
+    the first block of the stack skips them in the tokens' self attention. The token MLP's
+    linears are named `mlp.lin1/lin2` (SAM 1) or, with `mlp_as_layers`, `mlp.layers.0/1`
+    (SAM 2); both compute the same linear, ReLU, linear.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, skip_first_layer_pe: bool) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_dim: int, skip_first_layer_pe: bool, mlp_as_layers: bool = False
+    ) -> None:
         super().__init__()
         self.skip_first_layer_pe = skip_first_layer_pe
         self.self_attn = TokenAttention(dim, num_heads)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn_token_to_image = TokenAttention(dim, num_heads, downsample_rate=2)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = FeedForward(dim, mlp_dim, activation=nn.ReLU)
+        self.mlp = MLP(dim, mlp_dim, dim, 2) if mlp_as_layers else FeedForward(dim, mlp_dim, activation=nn.ReLU)
         self.norm3 = nn.LayerNorm(dim)
         self.norm4 = nn.LayerNorm(dim)
         self.cross_attn_image_to_token = TokenAttention(dim, num_heads, downsample_rate=2)
@@ -82,12 +86,16 @@ class TwoWayBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
-    """`depth` two-way blocks, then a last attention of the tokens to the image."""
+    """`depth` two-way blocks, then a last attention of the tokens to the image.
 
-    def __init__(self, depth: int, dim: int, num_heads: int, mlp_dim: int) -> None:
+    `mlp_as_layers` gives the blocks' MLPs SAM 2's state-dict names (see `TwoWayBlock`).
+    """
+
+    def __init__(self, depth: int, dim: int, num_heads: int, mlp_dim: int, mlp_as_layers: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayBlock(dim, num_heads, mlp_dim, skip_first_layer_pe=(i == 0)) for i in range(depth)
+            TwoWayBlock(dim, num_heads, mlp_dim, skip_first_layer_pe=(i == 0), mlp_as_layers=mlp_as_layers)
+            for i in range(depth)
         )
         self.final_attn_token_to_image = TokenAttention(dim, num_heads, downsample_rate=2)
         self.norm_final_attn = nn.LayerNorm(dim)

@@ -1,4 +1,4 @@
-"""Resizing to the model's input frame (longest side = image size) and mapping prompts into it."""
+"""Resizing to SAM's input frame (longest side = image size) and mapping prompts into a resized frame."""
 
 from __future__ import annotations
 
@@ -20,18 +20,19 @@ def resize_longest_side(image: np.ndarray, longest_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
 
 
-def scale_coords(coords: np.ndarray, original_size: tuple[int, int], longest_side: int) -> np.ndarray:
-    """...x2 pixel coordinates (x, y) in an image of (H, W) to the resized frame; float64."""
+def scale_coords(coords: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """...x2 pixel coordinates (x, y) in an image of (H, W) to the frame it was resized to for the
+    model, (h, w) = `input_size` (each axis scaled by its own ratio); float64."""
     h, w = original_size
-    new_h, new_w = resized_shape(h, w, longest_side)
+    new_h, new_w = input_size
     out = np.array(coords, dtype=np.float64, copy=True)
     out[..., 0] *= new_w / w
     out[..., 1] *= new_h / h
     return out
 
 
-def scale_boxes(boxes: np.ndarray, original_size: tuple[int, int], longest_side: int) -> np.ndarray:
-    """...x4 XYXY boxes in an image of (H, W) to the resized frame; float64."""
+def scale_boxes(boxes: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """...x4 XYXY boxes in an image of (H, W) to the frame of `input_size` (see scale_coords); float64."""
     boxes = np.asarray(boxes, dtype=np.float64)
-    corners = scale_coords(boxes.reshape(*boxes.shape[:-1], 2, 2), original_size, longest_side)
+    corners = scale_coords(boxes.reshape(*boxes.shape[:-1], 2, 2), original_size, input_size)
     return corners.reshape(boxes.shape)

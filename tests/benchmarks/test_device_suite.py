@@ -26,7 +26,7 @@ def test_dry_run_gives_every_step_and_figure(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "device_suite.json").read_text())
     assert results["dry_run"] and results["commit"] == "abc1234" and results["device"] == "cpu"
-    assert sorted(results["steps"]) == ["checks", "throughput_official", "throughput_sa1b"]
+    assert sorted(results["steps"]) == ["checks", "throughput_official", "throughput_sa1b", "throughput_sam2"]
     assert all(step["status"] == "passed" for step in results["steps"].values()), results["steps"]
 
     checks = results["steps"]["checks"]["figures"]
@@ -35,7 +35,7 @@ def test_dry_run_gives_every_step_and_figure(tmp_path):
     assert checks["fp16_decoder"]["logits_finite"] and checks["fp16_decoder"]["logits_dtype"] == "float16"
     assert checks["compiled_encoder"]["relative_l2_difference"] < 1e-3
 
-    for preset in ("sa1b", "official"):
+    for preset in ("sa1b", "official", "sam2"):
         figures = results["steps"][f"throughput_{preset}"]["figures"]["presets"][preset]
         rates = figures["images_per_s"]
         assert all(rate > 0 for rate in rates.values()), rates

@@ -101,7 +101,7 @@ def test_help_documents_every_setting_and_bad_flags_exit_2():
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert bad.returncode == 2
-    assert bad.stderr == "error: argument --preset: invalid choice: 'fast' (choose from 'official', 'sa1b')\n"
+    assert bad.stderr == "error: argument --preset: invalid choice: 'fast' (choose from 'official', 'sa1b', 'sam2')\n"
 
 
 def test_inference_options_from_flags_and_their_refusal():

@@ -17,14 +17,23 @@ from sam_core.checkpoints import fetch_checkpoint, file_sha256, resample_positio
 from sam_core.modeling.sam import Sam
 
 
-def test_registry_names_the_three_official_files():
+def test_registry_names_the_official_files_with_their_checksums():
     assert {k: (v.file_name, v.sha256_prefix) for k, v in OFFICIAL_CHECKPOINTS.items()} == {
         "vit_h": ("sam_vit_h_4b8939.pth", "4b8939"),
         "vit_l": ("sam_vit_l_0b3195.pth", "0b3195"),
         "vit_b": ("sam_vit_b_01ec64.pth", "01ec64"),
+        # SAM 2.1 (2024-09-28): the file names carry no checksum; the full sha256 is in the registry.
+        "sam2.1_hiera_t": ("sam2.1_hiera_tiny.pt", "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"),
+        "sam2.1_hiera_s": ("sam2.1_hiera_small.pt", "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38"),
+        "sam2.1_hiera_b+": (
+            "sam2.1_hiera_base_plus.pt",
+            "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
+        ),
+        "sam2.1_hiera_l": ("sam2.1_hiera_large.pt", "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318"),
     }
     for spec in OFFICIAL_CHECKPOINTS.values():
-        assert spec.url == f"https://dl.fbaipublicfiles.com/segment_anything/{spec.file_name}"
+        folder = "segment_anything_2/092824" if spec.model_type.startswith("sam2") else "segment_anything"
+        assert spec.url == f"https://dl.fbaipublicfiles.com/{folder}/{spec.file_name}"
 
 
 @pytest.fixture(scope="module")
