@@ -19,7 +19,7 @@ def test_the_job_releases_photos_with_a_sam2_model(shared_image_paths, tmp_path)
     shutil.copy(photo, tmp_path / "in" / photo.name)
     out = tmp_path / "release"
     log = run_pipeline("amg.py", "--input", str(tmp_path / "in"), "--output", str(out), "--model", "sam2.1_hiera_t",
-                       *UNCROPPED_FLAGS, "--pred-iou-thresh", "0", "--stability-score-thresh", "0")  # fmt: skip
+                       *UNCROPPED_FLAGS, "--points-per-side=4", "--pred-iou-thresh=0", "--stability-score-thresh=0")  # fmt: skip
     assert "no checkpoint: sam2.1_hiera_t keeps random weights" in log
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["model"] == "sam2.1_hiera_t" and manifest["n_images"] == 1

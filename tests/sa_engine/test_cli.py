@@ -81,8 +81,12 @@ def test_each_help_shows_each_default_once_and_no_out_flag(capsys, words):
 @pytest.mark.parametrize(
     ("words", "flag", "shown"),
     [
-        (("amg",), "--model", "--model {sae_tiny,vit_b,vit_h,vit_l}"),
-        (("amg",), "--preset", "--preset {official,sa1b}"),
+        (
+            ("amg",),
+            "--model",
+            "--model {sae_tiny,sam2.1_hiera_b+,sam2.1_hiera_l,sam2.1_hiera_s,sam2.1_hiera_t,vit_b,vit_h,vit_l}",
+        ),
+        (("amg",), "--preset", "--preset {official,sa1b,sam2}"),
         (("amg",), "--preset", "(default: sa1b)"),
         (("amg",), "--device", "--device {auto,cpu,cuda}"),
         (("amg",), "--encoder-precision", "{auto,float32,bfloat16,float16}"),
@@ -99,7 +103,11 @@ def test_each_help_shows_each_default_once_and_no_out_flag(capsys, words):
         (("train",), "--steps", "(default: 2000)"),
         (("train",), "--rounds", "correction points"),
         (("evaluate",), "--model", "{sae_tiny,vit_b,vit_h,vit_l}"),
-        (("fairness",), "--model", "{sae_tiny,vit_b,vit_h,vit_l}"),
+        (
+            ("fairness",),
+            "--model",
+            "{sae_tiny,sam2.1_hiera_b+,sam2.1_hiera_l,sam2.1_hiera_s,sam2.1_hiera_t,vit_b,vit_h,vit_l}",
+        ),
         (("demo",), "--model", "(default: sae_tiny)"),
         (("scenes",), "--shard-size", "(default: 500)"),
     ],
