@@ -15,6 +15,7 @@ import ray
 import webdataset as wds
 from pycocotools import mask as coco_mask
 
+from curation.embeddings import read_embeddings
 from curation.release import iter_release
 from tests.pipelines.conftest import FAST_FLAGS, UNCROPPED_FLAGS, released_names
 from tests.pipelines.exactly_once import accounted_ids as _accounted_ids
@@ -133,6 +134,29 @@ def test_job_reads_and_writes_s3_through_a_local_moto_server(cluster, shared_ima
             assert pq.read_table(f).to_pylist()[0]["uri"] == "s3://s3-job/in/broken.jpg"
     finally:
         server.stop()
+
+
+def test_a_sam2_model_runs_with_nothing_else_changed(cluster, shared_image_paths, tmp_path):
+    """`--model sam2.1_hiera_t` on the cluster (random weights: the official files cannot be fetched
+    here), the filters off so that its masks reach the release."""
+    photo = next(p for p in shared_image_paths if p.name == "picture1.jpg")
+    (tmp_path / "in").mkdir()
+    shutil.copy(photo, tmp_path / "in" / photo.name)
+    out = tmp_path / "release"
+    args = ["--input", str(tmp_path / "in"), "--output", str(out), "--model", "sam2.1_hiera_t", *UNCROPPED_FLAGS,
+            "--points-per-side=4", "--pred-iou-thresh=0", "--stability-score-thresh=0"]  # fmt: skip
+    logs = _succeeded(cluster, cluster.submit(args))
+    assert "no checkpoint: sam2.1_hiera_t keeps random weights" in logs
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["model"] == "sam2.1_hiera_t" and manifest["n_images"] == 1
+    (record,) = [item.record for item in iter_release(str(out))]
+    size = [record["image"]["height"], record["image"]["width"]]
+    assert record["annotations"] and all(a["segmentation"]["size"] == size for a in record["annotations"])
+    embeddings = read_embeddings(str(out))
+    assert embeddings.info["model"] == "sam2.1_hiera_t" and embeddings.vectors.shape == (
+        1,
+        2 * 768,
+    )  # Hiera-T's last stage
 
 
 def test_a_killed_driver_is_resumed_exactly_once(cluster, shared_image_paths, tmp_path):
