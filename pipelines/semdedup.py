@@ -232,8 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
     import ray
 
     options = args.storage_options
-    info = args.info
-    dataset = embeddings_dataset(args.release, args.shards, info, options)
+    dataset = embeddings_dataset(args.release, args.shards, args.info, options)
     images = gather(dataset, ["image_id", "uri", "pixels"])
     n = len(images.get("image_id", ()))
     if n == 0:
@@ -259,7 +258,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
         return cosines(dataset, images, rows, kept)
 
     table = decide(list(images["uri"]), images["pixels"], pairs, cosine_to_kept)
-    metadata = {**settings(args.threshold, k, args.probes, args.seed), "release": args.release, "embeddings": info}
+    metadata = {**settings(args.threshold, k, args.probes, args.seed), "release": args.release, "embeddings": args.info}
     with fsspec.open(args.output, "wb", **options) as f:
         f.write(dedup_table_bytes(table, metadata))
     counts = dict(zip(*np.unique(table["reason"].to_numpy(zero_copy_only=False), return_counts=True)))

@@ -71,8 +71,8 @@ class FpnNeck(nn.Module):
             nn.Sequential(OrderedDict(conv=nn.Conv2d(dim, d_model, kernel_size=1))) for dim in backbone_channel_list
         )
 
-    def forward(self, levels: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per level, highest resolution first: the Bxd_modelxHxW features and their position encodings."""
+    def forward(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per level, highest resolution first: the Bxd_modelxHxW features (`positions` gives their encodings)."""
         if len(levels) != len(self.convs):
             raise ValueError(f"expected {len(self.convs)} trunk levels, got {len(levels)}")
         last = len(levels) - 1
@@ -89,6 +89,8 @@ class FpnNeck(nn.Module):
                 )
                 lateral = lateral + upsampled
             top_down.append(lateral)
-        features = top_down[::-1]
-        positions = [self.position_encoding(f).to(f.dtype) for f in features]
-        return features, positions
+        return top_down[::-1]
+
+    def positions(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The sine position encoding of each feature map (only SAM 2's video memory reads them)."""
+        return [self.position_encoding(f).to(f.dtype) for f in features]

@@ -114,9 +114,7 @@ class Sam2(nn.Module):
     def encode_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`encode`'s features and BxG'xG'xC': the tokens of the trunk's last stage (stride 32),
         which `sam_core.pooled_embedding` pools into one vector per image."""
-        levels = self.image_encoder.trunk(images)
-        fpn, _ = self.image_encoder.neck(levels)
-        fpn = fpn[: len(fpn) - self.image_encoder.scalp]
+        fpn, levels = self.image_encoder.features(images)
         s0, s1 = self.sam_mask_decoder.project_high_res(fpn[0], fpn[1])
         embedding = fpn[-1] + self.no_mem_embed.reshape(1, -1, 1, 1)
         return pack_features(embedding, s0, s1), levels[-1].permute(0, 2, 3, 1)

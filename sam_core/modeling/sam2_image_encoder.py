@@ -39,9 +39,15 @@ class Sam2ImageEncoder(nn.Module):
         self.scalp = scalp
 
     def forward(self, images: torch.Tensor) -> Sam2ImageFeatures:
-        features, positions = self.neck(self.trunk(images))
-        kept = len(features) - self.scalp
-        return Sam2ImageFeatures(features[:kept], positions[:kept])
+        features, _ = self.features(images)
+        return Sam2ImageFeatures(features, self.neck.positions(features))
+
+    def features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The FPN levels kept after the scalp (highest resolution first), and the trunk's stage
+        outputs they came from (BxC_ixH_ixW_i, highest resolution first); no position encodings."""
+        levels = self.trunk(images)
+        features = self.neck(levels)
+        return features[: len(features) - self.scalp], levels
 
 
 def build_sam2_image_encoder(spec: HieraSpec) -> Sam2ImageEncoder:
