@@ -33,6 +33,9 @@ SUBCOMMANDS = {
     "fairness": Subcommand("analysis.fairness", "fairness in segmenting people, on MIAP (the paper's Table 2)"),
     "sa1b-index": Subcommand("analysis.sa1b_index", "index SA-1B's tar files as a release, for the analyses"),
     "scenes": Subcommand("synthetic.scene_release", "generated training scenes, written as a release"),
+    "copy-paste": Subcommand(
+        "synthetic.copy_paste_release", "real object cut-outs pasted onto real photos, written as a release"
+    ),
     "train": Subcommand("tools.train_sam", "train or fine-tune a SAM on a release"),
     "evaluate": Subcommand("tools.evaluate_sam", "single-point mIoU and proposal recall on a release"),
     "average": Subcommand("tools.average_sam", "average the weights of checkpoints of one run"),

@@ -14,10 +14,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 
 from curation.images import encode_jpeg
@@ -31,10 +33,12 @@ from synthetic.scenes import SceneSettings, generate_scene
 JPEG_QUALITY = 92
 
 
-def scene_record(image_id: int, seed: int, index: int, settings: SceneSettings) -> ReleaseImage:
-    """Scene `index` of series `seed` as a release image with SA-1B annotations."""
-    scene = generate_scene(seed, index, settings)
-    height, width = scene.image.shape[:2]
+def ground_truth_record(
+    image_id: int, image: np.ndarray, masks: np.ndarray, source: str, per_mask: Sequence[dict[str, Any]]
+) -> ReleaseImage:
+    """An HxWx3 uint8 image and its NxHxW bool ground-truth masks as a release image with SA-1B
+    annotations (no model scores; `per_mask[i]`'s fields added to mask i's annotation)."""
+    height, width = image.shape[:2]
     annotations = with_annotation_ids(
         image_id,
         [
@@ -43,19 +47,26 @@ def scene_record(image_id: int, seed: int, index: int, settings: SceneSettings) 
                 "predicted_iou": None,
                 "stability_score": None,
                 "crop_box": [0.0, 0.0, float(width), float(height)],
-                "point_coords": [list(interior_point(scene.masks[i]))],
-                "kind": scene.kinds[i],
+                "point_coords": [list(interior_point(masks[i]))],
+                **per_mask[i],
             }
-            for i, fields in enumerate(annotation_fields(torch.from_numpy(scene.masks)))
+            for i, fields in enumerate(annotation_fields(torch.from_numpy(masks)))
         ],
     )
+    record = {"image": image_entry(image_id, (height, width), {"source": source}), "annotations": annotations}
+    return ReleaseImage(record, encode_jpeg(image, JPEG_QUALITY))
+
+
+def scene_record(image_id: int, seed: int, index: int, settings: SceneSettings) -> ReleaseImage:
+    """Scene `index` of series `seed` as a release image with SA-1B annotations."""
+    scene = generate_scene(seed, index, settings)
+    item = ground_truth_record(
+        image_id, scene.image, scene.masks, f"scene:{seed}:{index}", [{"kind": kind} for kind in scene.kinds]
+    )
+    annotations = item.record["annotations"]
     for annotation, parent in zip(annotations, scene.parents, strict=True):
         annotation["parent_id"] = annotations[parent]["id"] if parent >= 0 else -1
-    record = {
-        "image": image_entry(image_id, (height, width), {"source": f"scene:{seed}:{index}"}),
-        "annotations": annotations,
-    }
-    return ReleaseImage(record, encode_jpeg(scene.image, JPEG_QUALITY))
+    return item
 
 
 def _write_shard(

@@ -60,7 +60,7 @@ class Scene:
 
 
 @lru_cache(maxsize=1)
-def _photos() -> tuple[np.ndarray, ...]:
+def texture_photos() -> tuple[np.ndarray, ...]:
     import skimage.data
 
     photos = []
@@ -103,7 +103,7 @@ def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         weight = cv2.resize(cells, (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
         a, b = _color(rng), _color(rng)
         return (a + (b - a) * weight[..., None]).astype(np.float32)
-    photo = _photos()[int(rng.integers(len(TEXTURE_PHOTOS)))]
+    photo = texture_photos()[int(rng.integers(len(TEXTURE_PHOTOS)))]
     scale = rng.uniform(0.4, 1.5)
     ph, pw = max(int(height / scale), 8), max(int(width / scale), 8)
     ph, pw = min(ph, photo.shape[0]), min(pw, photo.shape[1])

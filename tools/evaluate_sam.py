@@ -1,19 +1,27 @@
-"""Evaluate a SAM on a release with ground-truth masks (e.g. held-out generated scenes).
+"""Evaluate a SAM on ground-truth masks: a release (e.g. held-out generated scenes) or real photos
+with a COCO instances file.
 
     sa-engine evaluate --release out/scenes/heldout --model sae_tiny --max-images 100
+    sa-engine evaluate --coco-annotations ../shared/data/real/coco_train50/instances.json \
+        --coco-images ../shared/data/real/coco_train50/images --preset sa1b
 
 Prints and optionally writes (--json) single-point mIoU (top-ranked and best of three, the
 latter also by object size, beside the ground truth's own IoU after a round trip through the
 model's low-res mask grid) and automatic-mask proposal recall AR@10/100/1000 (COCOeval, segm,
 category-agnostic), with the share of proposals that lie on a ground-truth mask (IoU >= 0.5).
-See `sam_core.training.evaluation` for the protocol; proposals use `PROPOSAL_SETTINGS`
-(the whole image only) unless overridden, e.g. `--crop-n-layers 1` for zoomed crops as the data
-engine's presets run them. `--image-size N` runs the model at another input side, resampling
-the position tables of weights made for the preset's (zero-shot, no training).
+See `sam_core.training.evaluation` for the protocol. Proposals use `PROPOSAL_SETTINGS` (the whole
+image only, no quality filter) unless `--preset` names one of the job's generator presets, which
+then runs as the job runs it: with the shipped model's own thresholds when no --checkpoint is
+given; any flag below overrides either, e.g. `--crop-n-layers 1`. With a COCO instances file only
+the photos of `--split` are evaluated (default: the validation split of
+`curation.coco_instances`, which training never sees); crowd regions are ignored, not objects.
+`--image-size N` runs the model at another input side, resampling the position tables of weights
+made for the preset's (zero-shot, no training).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from dataclasses import asdict, replace
@@ -21,11 +29,13 @@ from itertools import islice
 
 import numpy as np
 
+from curation.coco_instances import SPLITS, CocoInstancesError, Split, read_coco_instances
 from curation.images import decode_image
 from curation.record_size import RecordSizeError, conform
 from curation.release import iter_release
 from sam_core.amg.generator import MaskGenerator
-from sam_core.checkpoints import load_sam
+from sam_core.amg.settings import PRESETS, MaskGeneratorSettings
+from sam_core.checkpoints import bundled_generator_overrides, load_sam
 from sam_core.command_line import command_parser, input_error
 from sam_core.console import configure_logging, stderr_line
 from sam_core.mask_ops import decode_rle
@@ -49,53 +59,70 @@ def ground_truth_images(release: str, limit: int | None) -> list[GroundTruthImag
     return images
 
 
+def coco_ground_truth_images(annotations: str, images: str, split: Split, limit: int | None) -> list[GroundTruthImage]:
+    """The first `limit` photos of `split` in a COCO instances file, crowd regions as ignore regions."""
+    photos = read_coco_instances(annotations, images, split)[:limit]
+    if not photos:
+        raise CocoInstancesError(f"{annotations} holds no photo of the {split} split")
+    return [GroundTruthImage(p.image_id, p.pixels(), p.masks(), p.masks("crowd")) for p in photos]
+
+
+GENERATOR_FLAGS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "crop_n_layers")
+
+
+def proposal_settings(args: argparse.Namespace) -> MaskGeneratorSettings:
+    """PROPOSAL_SETTINGS, or the named job preset with the shipped thresholds (no --checkpoint), then the flags."""
+    if args.preset is None:
+        base = PROPOSAL_SETTINGS
+    else:
+        shipped = bundled_generator_overrides(args.model) if args.checkpoint is None else {}
+        base = MaskGeneratorSettings.preset(args.preset, **shipped)
+    overrides = {name: getattr(args, name) for name in GENERATOR_FLAGS if getattr(args, name) is not None}
+    return replace(base, **overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("evaluate", __doc__)
-    parser.add_argument("--release", required=True, help="release with ground-truth masks (any fsspec URI)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--release", help="release with ground-truth masks (any fsspec URI)")
+    source.add_argument("--coco-annotations", help="a COCO instances file of real photos (needs --coco-images)")
+    parser.add_argument("--coco-images", help="the folder its file_names are relative to")
+    parser.add_argument(
+        "--split", choices=SPLITS, default="validation", help="photos of the instances file to evaluate"
+    )
     add_model_arguments(parser, SHIPPED_OR_GIVEN, RESAMPLED)
     parser.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
     parser.add_argument(
-        "--points-per-side", type=int, default=PROPOSAL_SETTINGS.points_per_side, help="proposals: grid points per side"
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="proposals from this job preset, as the job runs it (default: 32x32 grid, whole image, no filter)",
     )
-    parser.add_argument(
-        "--pred-iou-thresh",
-        type=float,
-        default=PROPOSAL_SETTINGS.pred_iou_thresh,
-        help="proposals: predicted-IoU filter",
-    )
-    parser.add_argument(
-        "--stability-score-thresh",
-        type=float,
-        default=PROPOSAL_SETTINGS.stability_score_thresh,
-        help="proposals: stability filter",
-    )
-    parser.add_argument(
-        "--crop-n-layers",
-        type=int,
-        default=PROPOSAL_SETTINGS.crop_n_layers,
-        help="zoomed crop layers for the proposals, as the data engine runs them",
-    )
+    parser.add_argument("--points-per-side", type=int, default=None, help="proposals: grid points per side")
+    parser.add_argument("--pred-iou-thresh", type=float, default=None, help="proposals: predicted-IoU filter")
+    parser.add_argument("--stability-score-thresh", type=float, default=None, help="proposals: stability filter")
+    parser.add_argument("--crop-n-layers", type=int, default=None, help="proposals: zoomed crop layers")
     parser.add_argument("--json", default=None, help="also write the results (printed as JSON) to this file")
     args = parser.parse_args(argv)
     configure_logging()
+    if (args.coco_annotations is None) != (args.coco_images is None):
+        parser.error("--coco-annotations and --coco-images go together")
     try:
-        settings = replace(
-            PROPOSAL_SETTINGS,
-            points_per_side=args.points_per_side,
-            pred_iou_thresh=args.pred_iou_thresh,
-            stability_score_thresh=args.stability_score_thresh,
-            crop_n_layers=args.crop_n_layers,
-        )
+        settings = proposal_settings(args)
         config = model_config(args)
     except ValueError as error:
         parser.error(str(error))
 
+    source = args.release or args.coco_annotations
     try:
         model = load_sam(config, args.checkpoint or args.model, resample_positions=True)
-        images = ground_truth_images(args.release, args.max_images)
+        if args.release is not None:
+            images = ground_truth_images(args.release, args.max_images)
+        else:
+            images = coco_ground_truth_images(args.coco_annotations, args.coco_images, args.split, args.max_images)
     except RecordSizeError as error:
         return input_error(f"{args.release}: {error}")
-    except (ValueError, OSError) as error:  # CheckpointError and ReleaseError included
+    except (ValueError, OSError) as error:  # CheckpointError, ReleaseError and CocoInstancesError included
         return input_error(str(error))
     started = time.perf_counter()
     point = single_point_miou(SamPredictor(model), images)
@@ -103,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         f"single point: mIoU top-ranked {point.miou_top:.3f}, best of three {point.miou_best:.3f} "
         f"over {point.n_masks} masks ({time.perf_counter() - started:.0f} s); best of three by size: "
         + ", ".join(f"{k} {v:.3f} ({point.masks_by_size[k]})" for k, v in point.miou_best_by_size.items())
+        + ("" if point.miou_best_medium_large is None else f"; medium and large {point.miou_best_medium_large:.3f}")
     )
     low = model.config.low_res_mask_size
     stderr_line(
@@ -112,13 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     proposals = proposal_recall(MaskGenerator(model, settings), images)
     stderr_line(
-        f"proposals: AR@100 {proposals.ar_100:.3f}, AR@1000 {proposals.ar_1000:.3f} (small "
+        f"proposals: AR@100 {proposals.ar_100:.3f} ("
+        + ", ".join(f"{k} {v:.3f}" for k, v in proposals.ar_100_by_size.items())
+        + f"), AR@1000 {proposals.ar_1000:.3f} (small "
         f"{proposals.ar_1000_small:.3f}, medium {proposals.ar_1000_medium:.3f}, large {proposals.ar_1000_large:.3f}), "
         f"{proposals.mean_proposals:.0f} per image, {100 * proposals.precision_50:.1f}% of them on a ground-truth "
         f"mask at IoU >= 0.5 ({time.perf_counter() - started:.0f} s)"
     )
     result = {
-        "release": args.release,
+        "source": source,
+        "split": None if args.release else args.split,
         "model": args.model,
         "checkpoint": args.checkpoint or args.model,
         "image_size": config.image_size,

@@ -1,15 +1,16 @@
-"""The training images of a release (ours, or a folder of SA-1B tars), streamed.
+"""The training images of a release (ours, or a folder of SA-1B tars), or of several mixed, streamed.
 
 Each image is read from its shard, decoded and resized when the trainer reaches it, and dropped
 once its step is done: memory holds the shuffle buffer (encoded JPEG bytes and records, not
-pixels), never the release. With a corrections folder of the review app (`curation.corrections`),
+pixels), never the release. Several releases (e.g. generated scenes and copy-paste composites) are
+read side by side, mixed in proportion to their sizes (`interleaved`). With a corrections folder of the review app (`curation.corrections`),
 only the saved images are used, with their corrected masks.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from curation.corrections import CorrectionsFolder
 from curation.images import ImageDecodeError, decode_image
 from curation.record_size import RecordSizeError, conform
-from curation.release import ReleaseError, ReleaseImage, iter_release
+from curation.release import ReleaseError, ReleaseImage, iter_release, read_manifest
 from sam_core.console import stderr_line
 from sam_core.training import TrainingImage, prepare_training_image
 
@@ -49,10 +50,39 @@ def shuffled(items: Iterable[T], buffer_size: int, rng: np.random.Generator) -> 
     yield from buffer
 
 
+def interleaved(sources: Sequence[Iterator[T]], sizes: Sequence[int]) -> Iterator[T]:
+    """The items of several sources merged in proportion to their `sizes` (all > 0): each next item
+    comes from the source that has given the smallest share of its size so far (ties: the first
+    listed). A source that ends early drops out; the others go on."""
+    taken = [0] * len(sources)
+    live = list(range(len(sources)))
+    while live:
+        k = min(live, key=lambda i: (taken[i] + 1) / sizes[i])
+        try:
+            item = next(sources[k])
+        except StopIteration:
+            live.remove(k)
+            continue
+        taken[k] += 1
+        yield item
+
+
+def release_sizes(releases: Sequence[str], storage_options: dict[str, Any] | None = None) -> list[int]:
+    """Images in each finished release, from its manifest; ReleaseError for one without images or manifest."""
+    sizes = []
+    for release in releases:
+        n_images = read_manifest(release, storage_options)["n_images"]
+        if n_images < 1:
+            raise ReleaseError(f"{release} holds no images")
+        sizes.append(n_images)
+    return sizes
+
+
 class ReleaseSamples:
     """The training images of a release, re-iterable: every iteration is one pass over its shards
     yielding `TrainingImage`s (resized so that the longer side is `image_size` px) made as they
-    are reached.
+    are reached. `release` may list several finished releases: a pass reads them all, their images
+    mixed in proportion to their sizes (`interleaved`); "release order" is then that mixed order.
 
     limit: use only the first `limit` images with masks, in release order, of every pass.
     shuffle_buffer: images held (as JPEG bytes and record) to shuffle each pass; pass k is
@@ -70,7 +100,7 @@ class ReleaseSamples:
 
     def __init__(
         self,
-        release: str,
+        release: str | Sequence[str],
         image_size: int,
         *,
         limit: int | None = None,
@@ -82,7 +112,12 @@ class ReleaseSamples:
     ) -> None:
         if on_size_mismatch not in SIZE_MISMATCH_POLICIES:
             raise ValueError(f"on_size_mismatch must be one of {SIZE_MISMATCH_POLICIES}, got {on_size_mismatch!r}")
-        self.release, self.image_size, self.limit = release, image_size, limit
+        self.releases = [release] if isinstance(release, str) else list(release)
+        if not self.releases:
+            raise ValueError("no release to train on")
+        if corrections is not None and len(self.releases) > 1:
+            raise ValueError("a corrections folder is over one release; got several")
+        self.release, self.image_size, self.limit = self.releases[0], image_size, limit
         self.shuffle_buffer, self.seed, self.on_size_mismatch = shuffle_buffer, seed, on_size_mismatch
         self.storage_options, self.corrections = storage_options, corrections
         self._corrected: dict[int, dict[str, Any]] | None = None
@@ -120,6 +155,10 @@ class ReleaseSamples:
     def _release_items(self) -> Iterator[ReleaseImage]:
         """The release's images in release order; with corrections, the saved ones with their saved records."""
         corrected = self._corrected_records()
+        if corrected is None and len(self.releases) > 1:
+            sizes = release_sizes(self.releases, self.storage_options)
+            yield from interleaved([iter_release(r, self.storage_options) for r in self.releases], sizes)
+            return
         if corrected is None:
             yield from iter_release(self.release, self.storage_options)
             return

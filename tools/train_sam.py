@@ -35,7 +35,13 @@ from tools.weights_files import add_output_arguments, write_weights
 
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("train", __doc__)
-    parser.add_argument("--release", required=True, help="release prefix or folder of .tar shards (any fsspec URI)")
+    parser.add_argument(
+        "--release",
+        required=True,
+        action="append",
+        help="release prefix or folder of .tar shards (any fsspec URI); repeat it to mix finished releases "
+        "in proportion to their sizes",
+    )
     add_output_arguments(parser, "trained")
     add_model_arguments(
         parser, "weights to start from: a path, URL or model name; default: random init", image_size_help=RESAMPLED
@@ -94,16 +100,17 @@ def main(argv: list[str] | None = None) -> int:
         model = load_sam(config, args.checkpoint, resample_positions=True).to(args.device)
     except CheckpointError as error:
         return input_error(str(error))
-    images = ReleaseSamples(
-        args.release,
-        model.config.image_size,
-        limit=args.max_images,
-        shuffle_buffer=args.shuffle_buffer,
-        seed=settings.seed,
-        on_size_mismatch=args.on_size_mismatch,
-        corrections=args.corrections,
-    )
+    release = args.release[0] if len(args.release) == 1 else args.release
     try:
+        images = ReleaseSamples(
+            release,
+            model.config.image_size,
+            limit=args.max_images,
+            shuffle_buffer=args.shuffle_buffer,
+            seed=settings.seed,
+            on_size_mismatch=args.on_size_mismatch,
+            corrections=args.corrections,
+        )
         trainer = Trainer(model, images, settings)
     except ValueError as error:
         parser.error(str(error))
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         sources = {
             "settings": asdict(settings),
             "step": step,
-            "release": args.release,
+            "release": release,
             "corrections": args.corrections,
             "start": args.checkpoint,
             "images": images.images_per_pass,

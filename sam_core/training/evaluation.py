@@ -13,6 +13,8 @@ COCOeval (segm, category-agnostic) as average recall over IoU thresholds 0.50:0.
 most 100 and 1000 proposals per image (AR@100, AR@1000), also split by object size; and the
 other way round, the share of all proposals that cover some ground-truth mask at IoU >= 0.5
 (precision: what a mask generator's quality filters buy, since recall alone favours keeping all).
+Ignore regions (COCO's crowds) enter COCOeval as `iscrowd` annotations: a proposal on one is
+neither a hit nor a miss.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,11 +50,14 @@ AREA_BOUNDS = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, f
 
 @dataclass(frozen=True)
 class GroundTruthImage:
-    """image: HxWx3 uint8 RGB; masks: NxHxW bool ground-truth masks."""
+    """image: HxWx3 uint8 RGB; masks: NxHxW bool ground-truth masks; ignore: MxHxW bool regions
+    that are neither objects nor background (COCO's crowd regions): proposals on them are not
+    counted either way, and they are never prompted."""
 
     image_id: int
     image: np.ndarray
     masks: np.ndarray
+    ignore: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class PointScores:
     masks_by_size: dict[str, int]
     round_trip_by_size: dict[str, float]
     """Per AREA_BOUNDS class, mean `low_res_round_trip_iou` of the ground truth."""
+    miou_best_medium_large: float | None
+    """Best-of-three mIoU over the medium and large masks together (None when there are none)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,8 @@ class ProposalScores:
     ar_1000_small: float
     ar_1000_medium: float
     ar_1000_large: float
+    ar_100_by_size: dict[str, float]
+    """AR@100 per AREA_BOUNDS class that has ground-truth masks."""
     mean_proposals: float
     precision_50: float
     """Share of all proposals whose best IoU with a ground-truth mask of their image is >= 0.5."""
@@ -137,6 +147,7 @@ def single_point_miou(predictor: SamPredictor, images: Iterable[GroundTruthImage
     if not top:
         raise ValueError("no ground-truth masks to evaluate")
     counts = {name: sum(low <= a < high for a in areas) for name, (low, high) in AREA_BOUNDS.items()}
+    not_small = [v for v, a in zip(best, areas) if a >= AREA_BOUNDS["medium"][0]]
     return PointScores(
         miou_top=float(np.mean(top)),
         miou_best=float(np.mean(best)),
@@ -144,32 +155,47 @@ def single_point_miou(predictor: SamPredictor, images: Iterable[GroundTruthImage
         miou_best_by_size=_mean_by_size(best, areas),
         masks_by_size={name: n for name, n in counts.items() if n},
         round_trip_by_size=_mean_by_size(round_trip, areas),
+        miou_best_medium_large=float(np.mean(not_small)) if not_small else None,
     )
+
+
+def _add_truth(
+    annotations: list[dict[str, Any]], image_id: int, masks: np.ndarray, crowd: bool
+) -> list[dict[str, Any]]:
+    """Append NxHxW bool `masks` to COCO ground-truth `annotations` (category-agnostic); returns their RLEs."""
+    tensor = torch.from_numpy(np.ascontiguousarray(masks))
+    rles = encode_rles(tensor)
+    for rle, mask, (x0, y0, x1, y1) in zip(rles, masks, masks_to_boxes(tensor).tolist()):
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": 1,
+                "iscrowd": int(crowd),
+                "segmentation": rle,
+                "area": float(mask.sum()),
+                "bbox": [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
+            }
+        )
+    return rles
 
 
 def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]) -> ProposalScores:
     """AR@10/100/1000 of the generator's masks against the ground truth (COCOeval), and their precision at IoU 0.5."""
+    return score_proposals((item, generator.generate(item.image)) for item in images)
+
+
+def score_proposals(proposals: Iterable[tuple[GroundTruthImage, list[dict[str, Any]]]]) -> ProposalScores:
+    """`proposal_recall` of proposals already made: (image, its generator records) pairs; each
+    record needs "segmentation" (COCO RLE) and "predicted_iou" (the ranking score)."""
     gt_images, gt_annotations, detections = [], [], []
     matched = 0  # proposals covering a ground-truth mask at IoU >= 0.5
-    for item in images:
+    for item, records in proposals:
         height, width = item.image.shape[:2]
         gt_images.append({"id": item.image_id, "height": height, "width": width})
-        masks = torch.from_numpy(np.ascontiguousarray(item.masks))
-        truth_rles = encode_rles(masks)
-        for rle, mask, (x0, y0, x1, y1) in zip(truth_rles, item.masks, masks_to_boxes(masks).tolist()):
-            bbox = [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)]
-            gt_annotations.append(
-                {
-                    "id": len(gt_annotations) + 1,
-                    "image_id": item.image_id,
-                    "category_id": 1,
-                    "iscrowd": 0,
-                    "segmentation": rle,
-                    "area": float(mask.sum()),
-                    "bbox": bbox,
-                }
-            )
-        records = generator.generate(item.image)
+        truth_rles = _add_truth(gt_annotations, item.image_id, item.masks, crowd=False)
+        if item.ignore is not None:
+            _add_truth(gt_annotations, item.image_id, item.ignore, crowd=True)
         if records and truth_rles:
             ious = coco_mask.iou([r["segmentation"] for r in records], truth_rles, [0] * len(truth_rles))
             matched += int((np.asarray(ious).max(1) >= 0.5).sum())
@@ -182,7 +208,8 @@ def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]
                     "score": record["predicted_iou"],
                 }
             )
-    if not gt_annotations:
+    n_masks = sum(not a["iscrowd"] for a in gt_annotations)
+    if not n_masks:
         raise ValueError("no ground-truth masks to evaluate")
     truth = COCO()
     truth.dataset = {"images": gt_images, "annotations": gt_annotations, "categories": [{"id": 1, "name": "object"}]}
@@ -190,7 +217,7 @@ def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]
         truth.createIndex()
         found = truth.loadRes(detections) if detections else None
     if found is None:
-        return ProposalScores(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, len(gt_images), len(gt_annotations))
+        return ProposalScores(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, {}, 0.0, 0.0, len(gt_images), n_masks)
     evaluation = COCOeval(truth, found, iouType="segm")
     evaluation.params.useCats = 0
     evaluation.params.maxDets = list(PROPOSAL_LIMITS)
@@ -199,6 +226,13 @@ def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]
         evaluation.accumulate()
         evaluation.summarize()
     stats = [max(float(v), 0.0) for v in evaluation.stats]  # COCOeval reports -1 where nothing is defined
+    # recall: [IoU threshold, category, area range (all, small, medium, large), max detections]
+    recall = evaluation.eval["recall"][:, 0, 1:, PROPOSAL_LIMITS.index(100)]
+    ar_100_by_size = {
+        name: float(recall[recall[:, k] > -1, k].mean())
+        for k, name in enumerate(AREA_BOUNDS)
+        if (recall[:, k] > -1).any()
+    }
     return ProposalScores(
         ar_10=stats[6],
         ar_100=stats[7],
@@ -206,8 +240,9 @@ def proposal_recall(generator: MaskGenerator, images: Iterable[GroundTruthImage]
         ar_1000_small=stats[9],
         ar_1000_medium=stats[10],
         ar_1000_large=stats[11],
+        ar_100_by_size=ar_100_by_size,
         mean_proposals=len(detections) / len(gt_images),
         precision_50=matched / len(detections),
         n_images=len(gt_images),
-        n_masks=len(gt_annotations),
+        n_masks=n_masks,
     )

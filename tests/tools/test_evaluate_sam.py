@@ -1,14 +1,19 @@
-"""The evaluation command line on a small generated release, with the shipped model."""
+"""The evaluation command line on a small generated release and on real COCO photos, with the shipped model."""
 
 import json
 
 import pytest
 
+from curation.coco_instances import read_coco_instances
 from curation.record_size import RecordSizeError
+from sam_core.checkpoints import bundled_generator_overrides
 from sam_core.modeling.config import SamConfig
+from tests.conftest import REAL
 from tests.sa1b_real import real_sa1b_item, with_width, write_sa1b_tar
 from tests.tools.conftest import SCENE_COUNT
 from tools.evaluate_sam import ground_truth_images, main
+
+COCO_INSTANCES, COCO_IMAGES = REAL / "coco_train50" / "instances.json", REAL / "coco_train50" / "images"
 
 
 def test_writes_point_and_proposal_scores_with_crops(scene_release, tmp_path, capsys):
@@ -61,3 +66,31 @@ def test_a_real_record_whose_width_disagrees_with_its_jpeg_stops_the_evaluation(
         ground_truth_images(str(tmp_path / "tars"), None)
     assert main(["--release", str(tmp_path / "tars"), "--json", str(tmp_path / "eval.json")]) == 2
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_evaluates_real_photos_of_a_coco_file_with_the_jobs_preset(tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    photos = read_coco_instances(COCO_INSTANCES, COCO_IMAGES, "validation")[:2]
+    args = ["--coco-annotations", str(COCO_INSTANCES), "--coco-images", str(COCO_IMAGES), "--max-images", "2"]
+    assert main([*args, "--preset", "sa1b", "--points-per-side", "4", "--crop-n-layers", "0", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["split"] == "validation"
+    # the job's preset with the shipped model's own thresholds, the flags over both
+    settings = result["proposal_settings"]
+    assert settings["pred_iou_thresh"] == bundled_generator_overrides("sae_tiny")["pred_iou_thresh"]
+    assert settings["min_mask_region_area"] == 100 and settings["points_per_side"] == 4
+    assert settings["crop_n_layers"] == 0
+    # crowd regions are ignored, not objects
+    assert result["proposals"]["n_masks"] == result["single_point"]["n_masks"] == sum(len(p.objects) for p in photos)
+    assert result["proposals"]["n_images"] == 2
+    assert set(result["proposals"]["ar_100_by_size"]) <= {"small", "medium", "large"}
+    assert 0.0 <= result["single_point"]["miou_best_medium_large"] <= 1.0
+    assert "medium and large" in capsys.readouterr().err
+
+
+def test_a_coco_file_needs_its_images_folder(capsys):
+    with pytest.raises(SystemExit):
+        main(["--coco-annotations", str(COCO_INSTANCES)])
+    assert "--coco-annotations and --coco-images go together" in capsys.readouterr().err
+    assert main(["--coco-annotations", str(COCO_INSTANCES), "--coco-images", "/nonexistent"]) == 2
+    assert "no such images folder" in capsys.readouterr().err

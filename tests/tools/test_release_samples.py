@@ -22,7 +22,7 @@ from sam_core.training import NotEnoughImagesError, Trainer, TrainingImage, Trai
 from synthetic.scene_release import write_scene_release
 from tests.sa1b_real import real_sa1b_item, with_width, write_sa1b_tar
 from tests.sam_core.test_training import MICRO
-from tools.release_samples import ReleaseSamples, shuffled
+from tools.release_samples import ReleaseSamples, interleaved, shuffled
 from tools.train_sam import main
 
 SIZE = MICRO.image_size
@@ -152,3 +152,28 @@ def test_the_command_line_skips_or_stops_at_the_real_mismatched_record(real_tars
     assert main(short) == 0
     (saved,) = (tmp_path / "models").glob("*.json")
     assert json.loads(saved.read_text())["images"] == 1
+
+
+def test_interleaving_mixes_sources_in_proportion_to_their_sizes() -> None:
+    mixed = list(interleaved([iter("aaaaaa"), iter("bb"), iter("")], [6, 2, 1]))
+    assert "".join(mixed) == "aaabaaab"  # each next item from the source furthest behind its share
+    assert "".join(interleaved([iter("aa"), iter("bbbbbb")], [6, 6])) == "ababbbbb"  # one ending early drops out
+
+
+def test_several_releases_are_read_side_by_side_and_mixed(four_shards: Path, tmp_path: Path) -> None:
+    two = tmp_path / "two"
+    write_scene_release(str(two), count=2, seed=8, shard_size=2, first_id=100, workers=1)
+    mixed = ReleaseSamples([str(four_shards), str(two)], SIZE)
+    sources = [int(image.image.sum()) for image in mixed]
+    alone = [int(image.image.sum()) for image in ReleaseSamples(str(four_shards), SIZE)]
+    other = [int(image.image.sum()) for image in ReleaseSamples(str(two), SIZE)]
+    assert sources == [alone[0], alone[1], other[0], alone[2], alone[3], other[1]]
+    assert mixed.images_per_pass == 6
+    with pytest.raises(ValueError, match="a corrections folder is over one release"):
+        ReleaseSamples([str(four_shards), str(two)], SIZE, corrections=str(tmp_path))
+
+
+def test_mixing_needs_finished_releases(four_shards: Path, real_tars: Path, tmp_path: Path) -> None:
+    short = ["--release", str(four_shards), "--release", str(real_tars), "--image-size", "64", "--steps", "1"]
+    short += ["--images-per-step", "1", "--masks-per-image", "1", "--output", str(tmp_path / "models")]
+    assert main(short) == 2
