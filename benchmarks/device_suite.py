@@ -61,9 +61,10 @@ def suite_steps(dry_run: bool, photos: str) -> list[Step]:
     if dry_run:
         checks = ["--model", "tiny", "--device", "cpu", "--size", "160x240", "--points-per-side", "12",
                   "--target-masks", "100"]  # fmt: skip
+        # A 4x4 grid, as for sam2: the sa1b preset's two crop layers then prompt 48 points per image, not 192
         throughput = ["--model", "tiny", "--device", "cpu", "--size", "120x180", "--images", "2",
-                      "--reference-images", "1", "--official-images", "1", "--batch-size", "2", "--points-per-side", "8",
-                      "--target-masks", "30"]  # fmt: skip
+                      "--reference-images", "1", "--official-images", "1", "--batch-size", "2", "--points-per-side", "4",
+                      "--target-masks", "10"]  # fmt: skip
         sam2 = ["--model", "sam2_tiny", "--device", "cpu", "--size", "120x180", "--images", "2",
                 "--reference-images", "1", "--official-images", "1", "--batch-size", "2", "--points-per-side", "4",
                 "--target-masks", "10"]  # fmt: skip

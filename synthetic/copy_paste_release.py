@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=CopyPasteSettings.size, help="longer side of the composites")
     args = parser.parse_args(argv)
     configure_logging()
+    if args.count < 1 or args.shard_size < 1:
+        parser.error(f"count and shard_size must be >= 1, got {args.count} and {args.shard_size}")
     try:
         settings = CopyPasteSettings(size=args.size)
     except ValueError as error:

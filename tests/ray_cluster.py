@@ -1,6 +1,6 @@
 """A real local Ray cluster for tests: `ray start --head` on 127.0.0.1, worker nodes beside it on the same
 machine (each its own raylet; a node can be killed whole, as a spot preemption does), jobs sent with
-`ray job submit`."""
+`ray job submit`; their status, logs and stop go through Ray's job client in this process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 RAY = str(Path(sys.executable).with_name("ray"))
 LOOPBACK_ONLY = {
@@ -121,8 +125,16 @@ class RayCluster:
             env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
+    def _client(self) -> JobSubmissionClient:
+        """The job server's client in this process, for the reads and the stop that follow a
+        submission: no CLI process spending a second or more importing Ray for each."""
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.address)
+
     def submit(self, job_args: list[str], env_vars: dict[str, str] | None = None, wait: bool = True) -> str:
-        """Submit `python pipelines/amg.py <job_args>`; returns the submission id (after the end if `wait`)."""
+        """Submit `python pipelines/amg.py <job_args>` with `ray job submit`, as a user does; returns
+        the submission id (after the end if `wait`)."""
         submission = f"amg-{time.time_ns()}"
         runtime_env = json.dumps({"env_vars": env_vars or {}})
         entrypoint = [sys.executable, str(Path(__file__).resolve().parent.parent / "pipelines" / "amg.py"), *job_args]
@@ -140,12 +152,11 @@ class RayCluster:
 
     def status(self, submission: str) -> str:
         """PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED."""
-        from ray.job_submission import JobSubmissionClient
-
-        return str(JobSubmissionClient(self.address).get_job_status(submission).value)
+        return str(self._client().get_job_status(submission).value)
 
     def logs(self, submission: str) -> str:
-        return self._job("logs", submission).stdout
+        """The job's log, as `ray job logs` prints it."""
+        return self._client().get_job_logs(submission)
 
     def wait(self, submission: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout
@@ -153,11 +164,11 @@ class RayCluster:
             state = self.status(submission)
             if state in ("SUCCEEDED", "FAILED", "STOPPED"):
                 return state
-            time.sleep(1)
+            time.sleep(0.25)  # a status request is one local HTTP call
         raise TimeoutError(f"job {submission} still running after {timeout} s:\n{self.logs(submission)[-3000:]}")
 
     def stop_job(self, submission: str) -> None:
-        self._job("stop", submission)
+        self._client().stop_job(submission)
 
 
 def processes_matching(pattern: str) -> list[int]:

@@ -6,9 +6,12 @@
     sa-engine train --release out/scenes/train --checkpoint sae_tiny --image-size 640 --output out/m640
     sa-engine train --release out/release --corrections out/corrections --checkpoint sae_tiny \\
         --trainable mask_decoder --output out/tuned
+    sa-engine train --release out/real/copy_paste_s1 --release out/scenes/train1500 --checkpoint sae_tiny \\
+        --output out/real/m1
 
 Wiring only: streams the release's images (`tools.release_samples`: read, decoded and resized
-when a step reaches them, shuffled within a bounded buffer; records whose size disagrees with their
+when a step reaches them, shuffled within a bounded buffer; several releases mixed in proportion
+to their sizes; records whose size disagrees with their
 JPEG are skipped and counted unless `--on-size-mismatch` says otherwise; with `--corrections`, only
 the images saved in the review app's corrections folder, with their corrected masks), trains with
 `sam_core.training`, and saves `<name>_<sha256[:8]>.pth` (the official state-dict layout) plus a

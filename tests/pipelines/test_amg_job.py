@@ -17,7 +17,7 @@ from pycocotools import mask as coco_mask
 
 from curation.embeddings import read_embeddings
 from curation.release import iter_release
-from tests.pipelines.conftest import FAST_FLAGS, UNCROPPED_FLAGS, released_names
+from tests.pipelines.conftest import UNCROPPED_FLAGS, released_names
 from tests.pipelines.exactly_once import accounted_ids as _accounted_ids
 from tests.pipelines.exactly_once import check_exactly_once as _check_exactly_once
 from tests.pipelines.job_runs import photo_folder as _photo_folder
@@ -42,7 +42,9 @@ def _succeeded(cluster: RayCluster, submission: str) -> str:
 
 def test_job_releases_a_folder_of_photos_and_records_every_bad_file(cluster, zoo, tmp_path):
     out = tmp_path / "release"
-    args = ["--input", str(zoo["manifest"]), "--output", str(out), *FAST_FLAGS, "--shard-size", "4"]
+    # Uncropped: this test is about the files' fates and the shards' formats; the job's crops are run
+    # by the curated release's job (tests/pipelines/conftest.py) and test_amg_direct.py.
+    args = ["--input", str(zoo["manifest"]), "--output", str(out), *UNCROPPED_FLAGS, "--shard-size", "4"]
     args += ["--batch-size", "2"]
     logs = _succeeded(cluster, cluster.submit(args))
     assert "[amg] done:" in logs

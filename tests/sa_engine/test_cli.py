@@ -191,6 +191,11 @@ def test_a_missing_input_is_one_error_line_and_exit_2(capsys, tmp_path, argv):
         (["report", "--release", "r", "--out", "o"], "error: the following arguments are required: --output"),
         (["amg", "--input", "i", "--output", "o", "--model", "vit_z"], "error: argument --model: invalid choice"),
         (["scenes", "--output", "o", "--count", "0", "--seed", "1"], "error: count and shard_size must be >= 1"),
+        (["copy-paste", "--output", "o", "--count", "0", "--seed", "1", "--coco", "a", "b"], "error: count and shard_"),
+        (
+            ["copy-paste", "--output", "o", "--count", "1", "--seed", "1", "--coco", "a", "b", "--size", "8"],
+            "error: invalid CopyPaste",
+        ),
         (["bogus"], "error: argument command: invalid choice: 'bogus'"),
         ([], "error: the following arguments are required: command"),
     ],
