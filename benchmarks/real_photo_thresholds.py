@@ -25,11 +25,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from curation.coco_instances import read_coco_instances
 from sam_core.amg.generator import MaskGenerator
 from sam_core.amg.settings import PRESETS, MaskGeneratorSettings
 from sam_core.checkpoints import load_sam
-from sam_core.training.evaluation import GroundTruthImage, ProposalScores, score_proposals
+from sam_core.training.evaluation import ProposalScores, score_proposals
+from tools.evaluate_sam import coco_ground_truth_images
 
 PRED_IOU_GRID = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8)
 STABILITY_GRID = (0.0, 0.4, 0.6, 0.8, 0.9)
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     coco = Path(args.shared) / "real" / "coco_train50"
-    photos = read_coco_instances(coco / "instances.json", coco / "images", "validation")[: args.max_images]
-    images = [GroundTruthImage(p.image_id, p.pixels(), p.masks(), p.masks("crowd")) for p in photos]
+    images = coco_ground_truth_images(str(coco / "instances.json"), str(coco / "images"), "validation", args.max_images)
     grid = {} if args.points_per_side is None else {"points_per_side": args.points_per_side}
     settings = MaskGeneratorSettings.preset(
         args.preset, pred_iou_thresh=min(PRED_IOU_GRID), stability_score_thresh=min(STABILITY_GRID), **grid

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from curation.images import resize_image
+
 
 @dataclass(frozen=True)
 class CopyPasteSettings:
@@ -109,9 +111,9 @@ def cutouts(photos: Sequence[AnnotatedPhoto], min_area: int) -> list[Cutout]:
     return found
 
 
-def _resize(image: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
-    return cv2.resize(image, (shape[1], shape[0]), interpolation=interpolation)
+def _nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An HxW bool mask resized to (height, width) `shape`, nearest neighbour."""
+    return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def _fit(shape: tuple[int, int], size: int) -> tuple[int, int]:
@@ -121,8 +123,8 @@ def _fit(shape: tuple[int, int], size: int) -> tuple[int, int]:
 
 def _annotated_background(photo: AnnotatedPhoto, size: int) -> tuple[np.ndarray, list[np.ndarray]]:
     shape = _fit(photo.image.shape[:2], size)
-    masks = [_resize(m.astype(np.uint8), shape, nearest=True).astype(bool) for m in photo.masks]
-    return _resize(photo.image, shape), [m for m in masks if m.any()]
+    masks = [_nearest(m, shape) for m in photo.masks]
+    return resize_image(photo.image, shape), [m for m in masks if m.any()]
 
 
 def _plain_background(rng: np.random.Generator, photo: np.ndarray, size: int) -> np.ndarray:
@@ -132,7 +134,7 @@ def _plain_background(rng: np.random.Generator, photo: np.ndarray, size: int) ->
     h, w = max(1, int(height * share)), max(1, int(width * share))
     y, x = int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1))
     crop = photo[y : y + h, x : x + w]
-    return _resize(crop, _fit(crop.shape[:2], size))
+    return resize_image(crop, _fit(crop.shape[:2], size))
 
 
 def _jittered(rng: np.random.Generator, pixels: np.ndarray, settings: CopyPasteSettings) -> np.ndarray:
@@ -151,7 +153,7 @@ def _paste(
     long_side = min(long_side, settings.max_upscale * max(cutout.mask.shape))
     shape = _fit(cutout.mask.shape, max(1, round(long_side)))
     mask = cv2.resize(cutout.mask.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) >= 0.5
-    pixels = _jittered(rng, _resize(cutout.pixels, shape), settings)
+    pixels = _jittered(rng, resize_image(cutout.pixels, shape), settings)
     if rng.random() < 0.5:
         mask, pixels = mask[:, ::-1], pixels[:, ::-1]
     top = int(rng.integers(height)) - shape[0] // 2
@@ -189,7 +191,7 @@ def make_composite(
         image, masks = _plain_background(rng, plain[int(rng.integers(len(plain)))], settings.size), []
     if rng.random() < 0.5:
         image, masks = image[:, ::-1], [m[:, ::-1] for m in masks]
-    image = np.ascontiguousarray(image)
+    image = np.array(image, order="C")  # a copy: pastes write into it, never into a source photo
     areas = [int(m.sum()) for m in masks]
     pasted = [False] * len(masks)
     n_objects = 0 if alone else int(rng.integers(settings.min_objects, settings.max_objects + 1))
