@@ -16,7 +16,8 @@ given; any flag below overrides either, e.g. `--crop-n-layers 1`. With a COCO in
 the photos of `--split` are evaluated (default: the validation split of
 `curation.coco_instances`, which training never sees); crowd regions are ignored, not objects.
 `--image-size N` runs the model at another input side, resampling the position tables of weights
-made for the preset's (zero-shot, no training).
+made for the preset's (zero-shot, no training). `--single-point-only` skips the proposals (the
+single-point figures take seconds, the job's proposals minutes): the way to compare checkpoints.
 """
 
 from __future__ import annotations
@@ -39,8 +40,15 @@ from sam_core.checkpoints import bundled_generator_overrides, load_sam
 from sam_core.command_line import command_parser, input_error
 from sam_core.console import configure_logging, stderr_line
 from sam_core.mask_ops import decode_rle
+from sam_core.modeling.sam import Sam
 from sam_core.predictor import SamPredictor
-from sam_core.training.evaluation import PROPOSAL_SETTINGS, GroundTruthImage, proposal_recall, single_point_miou
+from sam_core.training.evaluation import (
+    PROPOSAL_SETTINGS,
+    GroundTruthImage,
+    ProposalScores,
+    proposal_recall,
+    single_point_miou,
+)
 from tools.model_flags import RESAMPLED, SHIPPED_OR_GIVEN, add_model_arguments, model_config
 
 
@@ -102,11 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pred-iou-thresh", type=float, default=None, help="proposals: predicted-IoU filter")
     parser.add_argument("--stability-score-thresh", type=float, default=None, help="proposals: stability filter")
     parser.add_argument("--crop-n-layers", type=int, default=None, help="proposals: zoomed crop layers")
+    parser.add_argument(
+        "--single-point-only",
+        action="store_true",
+        help="single-point figures only, no proposals (seconds, not minutes: for comparing checkpoints)",
+    )
     parser.add_argument("--json", default=None, help="also write the results (printed as JSON) to this file")
     args = parser.parse_args(argv)
     configure_logging()
     if (args.coco_annotations is None) != (args.coco_images is None):
         parser.error("--coco-annotations and --coco-images go together")
+    if args.single_point_only and (
+        args.preset is not None or any(getattr(args, name) is not None for name in GENERATOR_FLAGS)
+    ):
+        parser.error("--single-point-only makes no proposals: drop --preset and the proposal flags")
     try:
         settings = proposal_settings(args)
         config = model_config(args)
@@ -137,6 +154,25 @@ def main(argv: list[str] | None = None) -> int:
         f"the ground truth itself through the {low}x{low} low-res mask grid, by size: "
         + ", ".join(f"{k} {v:.3f}" for k, v in point.round_trip_by_size.items())
     )
+    result = {
+        "source": source,
+        "split": None if args.release else args.split,
+        "model": args.model,
+        "checkpoint": args.checkpoint or args.model,
+        "image_size": config.image_size,
+        "single_point": asdict(point),
+        "proposals": None if args.single_point_only else asdict(proposal_scores(model, settings, images)),
+        "proposal_settings": None if args.single_point_only else asdict(settings),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+def proposal_scores(model: Sam, settings: MaskGeneratorSettings, images: list[GroundTruthImage]) -> ProposalScores:
+    """Runs the generator over the images and logs its recall line."""
     started = time.perf_counter()
     proposals = proposal_recall(MaskGenerator(model, settings), images)
     stderr_line(
@@ -147,21 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{proposals.mean_proposals:.0f} per image, {100 * proposals.precision_50:.1f}% of them on a ground-truth "
         f"mask at IoU >= 0.5 ({time.perf_counter() - started:.0f} s)"
     )
-    result = {
-        "source": source,
-        "split": None if args.release else args.split,
-        "model": args.model,
-        "checkpoint": args.checkpoint or args.model,
-        "image_size": config.image_size,
-        "single_point": asdict(point),
-        "proposals": asdict(proposals),
-        "proposal_settings": asdict(settings),
-    }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return proposals
 
 
 if __name__ == "__main__":

@@ -88,6 +88,22 @@ def test_evaluates_real_photos_of_a_coco_file_with_the_jobs_preset(tmp_path, cap
     assert "medium and large" in capsys.readouterr().err
 
 
+def test_single_point_only_scores_the_training_split_without_proposals(tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    args = ["--coco-annotations", str(COCO_INSTANCES), "--coco-images", str(COCO_IMAGES), "--max-images", "2"]
+    assert main([*args, "--split", "training", "--single-point-only", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    training = read_coco_instances(COCO_INSTANCES, COCO_IMAGES, "training")[:2]
+    assert result["split"] == "training" and result["proposals"] is None and result["proposal_settings"] is None
+    assert result["single_point"]["n_masks"] == sum(len(p.objects) for p in training)
+    assert 0.0 < result["single_point"]["miou_best"] <= 1.0
+    assert "proposals:" not in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--single-point-only", "--preset", "sa1b"])
+    assert exit_info.value.code == 2
+    assert "--single-point-only makes no proposals" in capsys.readouterr().err
+
+
 def test_a_coco_file_needs_its_images_folder(capsys):
     with pytest.raises(SystemExit):
         main(["--coco-annotations", str(COCO_INSTANCES)])
