@@ -10,6 +10,9 @@ wrapper's start, installs included), so a slow step is stopped and reported, nev
     checks              benchmarks.device_checks: the fast path against float32 at random vit_h
                         weights on a real photo, float16 decoder logits finite, the compiled encoder
                         equal to eager
+    training            benchmarks.training_check: the shipped sae_tiny fine-tuned on generated scenes
+                        in float32 and in bfloat16 autocast (the trainer's CUDA path, as issue 47
+                        would train on a GPU): steps per second, peak memory, checks
     throughput_sa1b     benchmarks.gpu_throughput for one preset: ours fast, ours float32 and the
     throughput_official public generator, agreement, FLOPs and the bound, the profile by stage
     throughput_sam2     the same for SAM 2.1-L (sam2.1_hiera_l, random weights) with the `sam2` preset,
@@ -68,14 +71,17 @@ def suite_steps(dry_run: bool, photos: str) -> list[Step]:
         sam2 = ["--model", "sam2_tiny", "--device", "cpu", "--size", "120x180", "--images", "2",
                 "--reference-images", "1", "--official-images", "1", "--batch-size", "2", "--points-per-side", "4",
                 "--target-masks", "10"]  # fmt: skip
+        training = ["--device", "cpu", "--image-size", "128", "--steps", "4", "--images-per-step", "2"]
     else:
         checks = ["--model", "vit_h", "--device", "cuda", "--size", "1500x2250"]
         throughput = ["--model", "vit_h", "--device", "cuda", "--size", "1500x2250", "--images", "16",
                       "--reference-images", "2", "--official-images", "1", "--batch-size", "4"]  # fmt: skip
         sam2 = ["--model", "sam2.1_hiera_l", "--device", "cuda", "--size", "1500x2250", "--images", "16",
                 "--reference-images", "2", "--official-images", "1", "--batch-size", "4"]  # fmt: skip
+        training = ["--device", "cuda"]
     return [
         Step("checks", "benchmarks.device_checks", (*checks, "--photos", photos), 0.3, "checks.json"),
+        Step("training", "benchmarks.training_check", tuple(training), 0.15, "training.json"),
         Step(
             "throughput_sa1b",
             "benchmarks.gpu_throughput",

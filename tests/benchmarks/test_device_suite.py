@@ -26,7 +26,13 @@ def test_dry_run_gives_every_step_and_figure(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "device_suite.json").read_text())
     assert results["dry_run"] and results["commit"] == "abc1234" and results["device"] == "cpu"
-    assert sorted(results["steps"]) == ["checks", "throughput_official", "throughput_sa1b", "throughput_sam2"]
+    assert sorted(results["steps"]) == [
+        "checks",
+        "throughput_official",
+        "throughput_sa1b",
+        "throughput_sam2",
+        "training",
+    ]
     assert all(step["status"] == "passed" for step in results["steps"].values()), results["steps"]
 
     checks = results["steps"]["checks"]["figures"]
@@ -34,6 +40,10 @@ def test_dry_run_gives_every_step_and_figure(tmp_path):
     assert checks["fast_path"]["matched_fast"] >= 0.98 and checks["fast_path"]["matched_float32"] >= 0.98
     assert checks["fp16_decoder"]["logits_finite"] and checks["fp16_decoder"]["logits_dtype"] == "float16"
     assert checks["compiled_encoder"]["relative_l2_difference"] < 1e-3
+
+    training = results["steps"]["training"]["figures"]
+    assert all(check["passed"] for check in training["checks"].values()), training["checks"]
+    assert all(run["steps"] == 4 and run["steps_per_s"] > 0 for run in training["runs"].values())
 
     for preset in ("sa1b", "official", "sam2"):
         figures = results["steps"][f"throughput_{preset}"]["figures"]["presets"][preset]
