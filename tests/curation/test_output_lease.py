@@ -35,6 +35,8 @@ from tests.fault_proxy import FAULTS, FaultProxy
 REPO = Path(__file__).resolve().parents[2]
 TTL = 1.0
 """Seconds: short, so that renewals (every TTL/4) and expiry happen within a test."""
+HELD_TTL = 30.0
+"""Seconds: for a test about refusal and release, a lease that no pause of a loaded machine lets expire."""
 
 
 _MOTO_KEYS = {"aws_access_key_id": "moto", "aws_secret_access_key": "moto"}
@@ -108,18 +110,18 @@ def _holder_in_another_process(uri: str, options: dict, ttl: float = TTL) -> tup
 def test_a_second_taker_is_refused_with_the_holder_named_until_the_first_releases(output):
     uri, options = output
     fs, path = _lease_file(uri, options)
-    with OutputLease(uri, options, "amg-first", print, ttl=TTL) as first:
+    with OutputLease(uri, options, "amg-first", print, ttl=HELD_TTL) as first:
         stored = json.loads(fs.cat_file(path))
         assert stored["token"] == first.token and stored["job"] == "amg-first" and stored["pid"] == os.getpid()
         with pytest.raises(OutputHeldError) as refused:
-            OutputLease(uri, options, "amg-second", print, ttl=TTL).__enter__()
+            OutputLease(uri, options, "amg-second", print, ttl=HELD_TTL).__enter__()
         expected = rf"output {uri} is held by another job \(Ray job amg-first, pid {os.getpid()} on .+, since 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC; "
         assert refused.match(expected) and str(refused.value).endswith(
             "; wait for it, or stop it with ray job stop amg-first"
         )
         first.confirm("a shard")  # still ours
     assert not fs.exists(path)
-    with OutputLease(uri, options, "amg-second", print, ttl=TTL) as second:
+    with OutputLease(uri, options, "amg-second", print, ttl=HELD_TTL) as second:
         assert json.loads(fs.cat_file(path))["token"] == second.token != first.token
 
 
