@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.device_checks import run_checks
 from sam_core.checkpoints import load_sam
 from sam_core.mask_ops import encode_rles
 from sam_core.modeling.config import SamConfig
@@ -56,24 +57,23 @@ def timed_run(
 ) -> tuple[Sam, dict[str, Any]]:
     """Fine-tune the shipped weights for `settings.steps`; the model and the run's figures."""
     model = load_sam(config, "sae_tiny", resample_positions=True).to(device)
-    if device.startswith("cuda"):
+    cuda = model.device.type == "cuda"
+    if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     trainer = Trainer(model, images, settings)
     first = trainer.step()
-    if device.startswith("cuda"):
+    if cuda:
         torch.cuda.synchronize(device)
     started = time.perf_counter()
     results = [first, *trainer.train()]
-    if device.startswith("cuda"):
+    if cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
     losses = [r.loss for r in results]
     return model, {
         "steps": len(results),
         "steps_per_s": round((len(results) - 1) / seconds, 3) if len(results) > 1 else None,
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        if device.startswith("cuda")
-        else None,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None,
         "first_loss": losses[0],
         "last_five_loss": sum(losses[-5:]) / len(losses[-5:]),
         "finite": all(math.isfinite(x) for x in losses),
@@ -112,20 +112,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, args.device, images, replace(settings, precision=precision)
         )
     full, mixed = runs["float32"]["first_loss"], runs["bfloat16"]["first_loss"]
-    checks = {
-        "finite": {"passed": runs["float32"]["finite"] and runs["bfloat16"]["finite"]},
-        "first_step_agrees": {
-            "passed": abs(mixed - full) <= FIRST_STEP_TOLERANCE * abs(full),
-            "float32": full,
-            "bfloat16": mixed,
-            "bar": f"within {FIRST_STEP_TOLERANCE:.0%}",
-        },
-        "weights_reload": weights_reload(models["bfloat16"], config),
-    }
-    results = {"device": args.device, "image_size": args.image_size, "runs": runs, "checks": checks}
-    for name, check in checks.items():
-        print(f"{name}: {'passed' if check['passed'] else 'FAILED'} {json.dumps(check)}", flush=True)
     print(json.dumps(runs), flush=True)
+    checks = run_checks(
+        {
+            "finite": lambda: {"passed": runs["float32"]["finite"] and runs["bfloat16"]["finite"]},
+            "first_step_agrees": lambda: {
+                "passed": abs(mixed - full) <= FIRST_STEP_TOLERANCE * abs(full),
+                "float32": full,
+                "bfloat16": mixed,
+                "bar": f"within {FIRST_STEP_TOLERANCE:.0%}",
+            },
+            "weights_reload": lambda: weights_reload(models["bfloat16"], config),
+        }
+    )
+    results = {"device": args.device, "image_size": args.image_size, "runs": runs, "checks": checks}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
